@@ -1,0 +1,86 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// loadExample reads an example Caddyfile and moves its fixed ports to free
+// ones, so the test never collides with a quick start left running.
+func loadExample(t *testing.T, path string, ports ...string) (string, map[string]int) {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(src)
+	mapped := map[string]int{}
+	for _, p := range ports {
+		np := freePort(t)
+		mapped[p] = np
+		text = strings.ReplaceAll(text, ":"+p, fmt.Sprintf(":%d", np))
+		text = strings.ReplaceAll(text, "http_port "+p, fmt.Sprintf("http_port %d", np))
+	}
+	return text, mapped
+}
+
+// TestExamplesAdapt adapts every Caddyfile under examples/.
+func TestExamplesAdapt(t *testing.T) {
+	files, err := filepath.Glob("../examples/*/Caddyfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := adaptErr(string(src)); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+		})
+	}
+}
+
+// TestQuickstartExample runs the quick start as the README does and checks
+// what the README's curl lines promise.
+func TestQuickstartExample(t *testing.T) {
+	text, ports := loadExample(t, "../examples/quickstart/Caddyfile", "8080", "9001", "9002", "9003", "2019")
+	loadCaddy(t, adapt(t, text))
+	port := ports["8080"]
+
+	first := raw(t, port, "GET", "/", "")
+	value, ok := cookieValue(first.SetCookies, "SERVERID")
+	if !ok || !strings.HasPrefix(value, "web") {
+		t.Fatalf("no SERVERID cookie: %v", first.SetCookies)
+	}
+	if !strings.HasPrefix(first.Body, value+" answered") {
+		t.Fatalf("cookie %s but body %q", value, first.Body)
+	}
+	if first.Header.Get("Cache-Control") != "private" {
+		t.Errorf("nocache: Cache-Control %q", first.Header.Get("Cache-Control"))
+	}
+	c := newClient(t, port)
+	home := c.get(t, "/").Body
+	for i := 0; i < 5; i++ {
+		r := c.do(t, "GET", "/", map[string]string{})
+		if r.Body != home {
+			t.Fatalf("moved from %q to %q", home, r.Body)
+		}
+		if strings.Contains(r.Body, "SERVERID") {
+			t.Fatalf("indirect: the app saw our cookie: %q", r.Body)
+		}
+	}
+	// round_robin spreads new users over all three demo backends
+	seen := map[string]bool{}
+	for i := 0; i < 6; i++ {
+		seen[strings.Fields(raw(t, port, "GET", "/", "").Body)[0]] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("new users reached %d backends, want 3", len(seen))
+	}
+}

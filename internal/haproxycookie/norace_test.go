@@ -1,0 +1,5 @@
+//go:build !race
+
+package haproxycookie
+
+const raceEnabled = false

@@ -1,0 +1,134 @@
+package selection
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcome says how persistence decided one request. Its String form is the
+// {http.sticky.outcome} placeholder and the outcome label of the lookup
+// metrics, so both speak the same words.
+type Outcome uint8
+
+// The outcomes. Every request that reaches a sticky policy gets exactly one,
+// the one of its last selection attempt.
+const (
+	// OutcomeMiss: nothing to go by (no cookie, no key, no entry).
+	OutcomeMiss Outcome = iota
+	// OutcomeHit: the request named an available server and went there.
+	OutcomeHit
+	// OutcomeExpired: the cookie was idle longer than maxidle.
+	OutcomeExpired
+	// OutcomeTooOld: the cookie was first issued longer ago than maxlife.
+	OutcomeTooOld
+	// OutcomeInvalid: malformed, forged, oversized or future-dated, or it
+	// names no server of the pool.
+	OutcomeInvalid
+	// OutcomeDown: the server it names is unavailable; redispatched.
+	OutcomeDown
+	// OutcomeRedispatched: the stuck server failed during this request and
+	// Caddy retried; the retry went elsewhere and the user is re-stuck.
+	OutcomeRedispatched
+	// OutcomeDrained: the key was new and the server it would have gone to
+	// is drained.
+	OutcomeDrained
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{
+	OutcomeMiss:         "miss",
+	OutcomeHit:          "hit",
+	OutcomeExpired:      "expired",
+	OutcomeTooOld:       "too_old",
+	OutcomeInvalid:      "invalid",
+	OutcomeDown:         "down",
+	OutcomeRedispatched: "redispatched",
+	OutcomeDrained:      "drained",
+}
+
+// outcomeValues holds the names already boxed: the replacer stores values as
+// any, and boxing a string on every request would allocate.
+var outcomeValues = func() (v [numOutcomes]any) {
+	for o := range numOutcomes {
+		v[o] = outcomeNames[o]
+	}
+	return v
+}()
+
+// String is the outcome's name as logs and metrics show it.
+func (o Outcome) String() string {
+	if o < numOutcomes {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// OutcomePlaceholder is the placeholder that carries the outcome, for access
+// logs (log_append) and headers.
+const OutcomePlaceholder = "http.sticky.outcome"
+
+func setOutcomePlaceholder(r *http.Request, o Outcome) {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set(OutcomePlaceholder, outcomeValues[o])
+	}
+}
+
+// Collectors live at package level because Caddy gives every config a new
+// registry: each Provision registers the same collectors into the registry of
+// its config, and counts carry across reloads.
+var (
+	cookieLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "sticky",
+		Name:      "cookie_lookups_total",
+		Help:      "Requests seen by sticky_cookie policies, by cookie name and persistence outcome.",
+	}, []string{"cookie", "outcome"})
+	cookieInserts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "sticky",
+		Name:      "cookie_inserts_total",
+		Help:      "Persistence cookies set or rewritten on responses, by cookie name.",
+	}, []string{"cookie"})
+	cookieUncached = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "sticky",
+		Name:      "cookie_nocache_total",
+		Help:      "Cacheable responses made private because they set a persistence cookie (nocache).",
+	}, []string{"cookie"})
+)
+
+func registerCollectors(reg *prometheus.Registry, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// outcomeCounters holds one counter per outcome so the hot path increments
+// without a label lookup.
+type outcomeCounters [numOutcomes]prometheus.Counter
+
+func newOutcomeCounters(vec *prometheus.CounterVec, label string) *outcomeCounters {
+	var c outcomeCounters
+	for o := range numOutcomes {
+		c[o] = vec.WithLabelValues(label, o.String())
+	}
+	return &c
+}
+
+func (c *outcomeCounters) inc(o Outcome) {
+	if o < numOutcomes {
+		c[o].Inc()
+	}
+}

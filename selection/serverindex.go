@@ -1,0 +1,169 @@
+package selection
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/caddy-sticky/sticky/internal/haproxycookie"
+)
+
+// serverRecord is everything the hot path needs about one upstream,
+// computed once per pool.
+type serverRecord struct {
+	dial  string
+	value string
+	pos   int
+	// setCookie holds the ready Set-Cookie header, without and with Secure,
+	// for cookies that carry no dates.
+	setCookie [2]string
+	// hit is the shared decision for a valid cookie that needs no rewrite.
+	hit *cookieDecision
+}
+
+// serverIndex maps cookie values and dial addresses to upstreams. Values
+// are found through a seeded hash and then compared in constant time, so
+// neither the map nor the comparison leaks how close a forged value came to
+// a dynamic (secret-derived) one.
+type serverIndex struct {
+	byValue map[uint64]*serverRecord
+	byDial  map[string]*serverRecord
+	size    int
+}
+
+var valueSeed = maphash.MakeSeed()
+
+// indexFor returns the index for pool, building it on first use. Pools from
+// dynamic upstream sources are new slices on every request, so an index is
+// not tied to one slice: each hit verifies its record's position instead,
+// which costs one string comparison and no scan.
+func (s *StickyCookie) indexFor(pool reverseproxy.UpstreamPool) *serverIndex {
+	if idx := s.index.Load(); idx != nil && idx.size == len(pool) {
+		return idx
+	}
+	return s.rebuild(pool)
+}
+
+func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
+	idx := &serverIndex{
+		byValue: make(map[uint64]*serverRecord, len(pool)),
+		byDial:  make(map[string]*serverRecord, len(pool)),
+		size:    len(pool),
+	}
+	for i, up := range pool {
+		if _, dup := idx.byDial[up.Dial]; dup {
+			continue
+		}
+		rec := s.newRecord(up.Dial, i)
+		idx.byDial[up.Dial] = rec
+		idx.byValue[maphash.String(valueSeed, rec.value)] = rec
+	}
+	s.index.Store(idx)
+	return idx
+}
+
+func (s *StickyCookie) newRecord(dial string, pos int) *serverRecord {
+	rec := &serverRecord{dial: dial, value: s.valueFor(dial), pos: pos}
+	rec.setCookie[0] = s.buildSetCookie(rec.value, false)
+	rec.setCookie[1] = s.buildSetCookie(rec.value, true)
+	rec.hit = &cookieDecision{policy: s, server: rec, outcome: OutcomeHit}
+	return rec
+}
+
+// lookupValue finds the upstream a cookie value names in the current pool.
+func (idx *serverIndex) lookupValue(value string, pool reverseproxy.UpstreamPool) *serverRecord {
+	rec := idx.byValue[maphash.String(valueSeed, value)]
+	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.value), []byte(value)) != 1 {
+		return nil
+	}
+	if rec.pos >= len(pool) || pool[rec.pos].Dial != rec.dial {
+		return nil
+	}
+	return rec
+}
+
+// recordFor returns the record of an upstream the fallback chose.
+func (s *StickyCookie) recordFor(pool reverseproxy.UpstreamPool, up *reverseproxy.Upstream) *serverRecord {
+	idx := s.indexFor(pool)
+	if rec := idx.byDial[up.Dial]; rec != nil && rec.pos < len(pool) && pool[rec.pos].Dial == up.Dial {
+		return rec
+	}
+	// the pool changed under the same size: rebuild once
+	if rec := s.rebuild(pool).byDial[up.Dial]; rec != nil {
+		return rec
+	}
+	return s.newRecord(up.Dial, 0)
+}
+
+// valueFor is the cookie value of an upstream: its configured value, else
+// the dynamic value, else a hash of its dial address.
+func (s *StickyCookie) valueFor(dial string) string {
+	if v, ok := s.servers[dial]; ok {
+		return v
+	}
+	if s.dynamicKey != nil {
+		host, port := splitDial(dial)
+		if addr, err := netip.ParseAddr(host); err == nil {
+			return haproxycookie.DynamicValue(s.dynamicKey, addr, port)
+		}
+		return haproxycookie.DynamicValueHost(s.dynamicKey, host, port)
+	}
+	return fmt.Sprintf("%016x", xxhash.Sum64String(dial))
+}
+
+// splitDial extracts host and port from a dial address such as
+// "10.0.0.11:8080", "[::1]:80" or "tcp/app:80".
+func splitDial(dial string) (string, uint16) {
+	addr, err := caddy.ParseNetworkAddress(dial)
+	if err != nil {
+		return dial, 0
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(addr.Host, "["), "]"), uint16(addr.StartPort)
+}
+
+// normalizeDial lets `server` lines name an upstream the way the
+// reverse_proxy line does, with or without a scheme.
+func normalizeDial(addr string) string {
+	addr = strings.TrimPrefix(addr, "http://")
+	addr = strings.TrimPrefix(addr, "https://")
+	return strings.TrimSuffix(addr, "/")
+}
+
+// selectExcluding asks the fallback for an upstream other than the excluded
+// ones (upstreams that failed earlier in this request). When nothing else is
+// available it lets the fallback choose among all of them: retrying the same
+// server beats failing the request.
+func selectExcluding(fb reverseproxy.Selector, pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, exclude []string) *reverseproxy.Upstream {
+	if len(exclude) == 0 {
+		return fb.Select(pool, r, w)
+	}
+	filtered := make(reverseproxy.UpstreamPool, 0, len(pool))
+	available := false
+	for _, up := range pool {
+		if containsString(exclude, up.Dial) {
+			continue
+		}
+		filtered = append(filtered, up)
+		available = available || up.Available()
+	}
+	if !available {
+		return fb.Select(pool, r, w)
+	}
+	return fb.Select(filtered, r, w)
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
