@@ -305,7 +305,12 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 	}
 
 	idx := s.indexFor(pool)
-	now := s.now()
+	// the clock is only read for dated cookies: it is a visible share of a
+	// hit on machines whose clock source is slow
+	var now time.Time
+	if s.MaxIdle > 0 || s.MaxLife > 0 {
+		now = s.now()
+	}
 	outcome := OutcomeMiss
 	var firstSeen time.Time
 
@@ -369,7 +374,11 @@ func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request,
 	if prev.server != nil && rec.dial != prev.server.dial && prev.outcome == OutcomeHit {
 		outcome = OutcomeRedispatched
 	}
-	d := s.newDecision(rec, outcome, r, s.now(), prev.firstSeen)
+	var now time.Time
+	if s.MaxIdle > 0 || s.MaxLife > 0 {
+		now = s.now()
+	}
+	d := s.newDecision(rec, outcome, r, now, prev.firstSeen)
 	d.tried = tried
 	return s.finish(vars, r, d, up)
 }
