@@ -295,3 +295,8 @@ func rawRequest(t testing.TB, port int, cookie string) response {
 	body, _ := io.ReadAll(res.Body)
 	return response{Status: res.StatusCode, Body: string(body), Header: res.Header, SetCookies: res.Header.Values("Set-Cookie")}
 }
+
+// stopCaddy stops the running config, as a process exit does.
+func stopCaddy() error {
+	return caddy.Stop()
+}

@@ -147,8 +147,11 @@ func (s *StickyCookie) Provision(ctx caddy.Context) error {
 		return err
 	}
 	var err error
-	s.created, err = attachResponseHook(ctx, s)
-	return err
+	if s.created, err = attachResponseHook(ctx, s); err != nil {
+		return err
+	}
+	registerCookiePolicy(s)
+	return nil
 }
 
 // setup is everything Provision does except hooking into the parent
@@ -211,6 +214,7 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 
 // Cleanup releases the transport the policy had to create for its handler.
 func (s *StickyCookie) Cleanup() error {
+	unregisterCookiePolicy(s)
 	if s.created != nil {
 		return s.created.Cleanup()
 	}

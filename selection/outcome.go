@@ -92,6 +92,12 @@ var (
 		Name:      "cookie_inserts_total",
 		Help:      "Persistence cookies set or rewritten on responses, by cookie name.",
 	}, []string{"cookie"})
+	tableLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "sticky",
+		Name:      "table_lookups_total",
+		Help:      "Requests seen by stick_table policies, by table and persistence outcome.",
+	}, []string{"table", "outcome"})
 	cookieUncached = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy",
 		Subsystem: "sticky",

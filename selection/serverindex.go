@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/haproxycookie"
 )
 
@@ -136,18 +137,19 @@ func normalizeDial(addr string) string {
 	return strings.TrimSuffix(addr, "/")
 }
 
-// selectExcluding asks the fallback for an upstream other than the excluded
-// ones (upstreams that failed earlier in this request). When nothing else is
-// available it lets the fallback choose among all of them: retrying the same
-// server beats failing the request.
+// selectExcluding asks the fallback for an upstream for a new (or moving)
+// user: never a drained server, and not one that already failed during this
+// request. When that leaves nothing available it lets the fallback choose
+// among all of them: a drained or retried server beats failing the request.
 func selectExcluding(fb reverseproxy.Selector, pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, exclude []string) *reverseproxy.Upstream {
-	if len(exclude) == 0 {
+	drained := drain.Any()
+	if len(exclude) == 0 && !drained {
 		return fb.Select(pool, r, w)
 	}
 	filtered := make(reverseproxy.UpstreamPool, 0, len(pool))
 	available := false
 	for _, up := range pool {
-		if containsString(exclude, up.Dial) {
+		if containsString(exclude, up.Dial) || (drained && drain.Is(up.Dial)) {
 			continue
 		}
 		filtered = append(filtered, up)
@@ -166,4 +168,46 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// dialIndex finds an upstream by server identity (dial address) in O(1).
+// Like serverIndex it is not tied to one pool slice: a lookup verifies the
+// position it finds and rebuilds only when the pool really changed.
+type dialIndex struct {
+	pos  map[string]int
+	size int
+}
+
+func (p *StickTable) indexFor(pool reverseproxy.UpstreamPool) *dialIndex {
+	if idx := p.index.Load(); idx != nil && idx.size == len(pool) {
+		return idx
+	}
+	return p.rebuildIndex(pool)
+}
+
+func (p *StickTable) rebuildIndex(pool reverseproxy.UpstreamPool) *dialIndex {
+	idx := &dialIndex{pos: make(map[string]int, len(pool)), size: len(pool)}
+	for i, up := range pool {
+		if _, dup := idx.pos[up.Dial]; !dup {
+			idx.pos[up.Dial] = i
+		}
+	}
+	p.index.Store(idx)
+	return idx
+}
+
+// lookup returns the upstream of pool whose dial address is server, or nil.
+func (idx *dialIndex) lookup(pool reverseproxy.UpstreamPool, server string) *reverseproxy.Upstream {
+	if i, ok := idx.pos[server]; ok && i < len(pool) && pool[i].Dial == server {
+		return pool[i]
+	}
+	// Not where the index says: either the server left the pool (the user
+	// is redispatched and re-stuck, so this happens once per such user) or
+	// the pool changed under the same size.
+	for _, up := range pool {
+		if up.Dial == server {
+			return up
+		}
+	}
+	return nil
 }

@@ -1,0 +1,437 @@
+package selection
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/cespare/xxhash/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-sticky/sticky/internal/drain"
+	"github.com/caddy-sticky/sticky/internal/haproxycookie"
+	"github.com/caddy-sticky/sticky/sticktable"
+)
+
+func init() {
+	caddy.RegisterModule(new(StickTable))
+}
+
+// TableSource is what the stick_table policy needs from the sticky app: the
+// tables outlive configs, so the policy borrows them rather than owning them.
+type TableSource interface {
+	StickTable(name string) (*sticktable.Table, error)
+}
+
+// StickTable is stick-table persistence, as HAProxy's `stick on`, `stick
+// match`, `stick store-request` and `stick store-response`: keys taken from
+// the request (client IP, a header, a cookie, anything a placeholder gives)
+// or learned from the application's response map to the server that served
+// them, in a table of the sticky app.
+type StickTable struct {
+	// The table's name in the sticky app.
+	Table string `json:"table,omitempty"`
+
+	// Keys, in the order they are tried. A rule that matches looks its key
+	// up and sends the request to the server stored for it if that server
+	// is available; the first such key wins. A rule that stores records
+	// its key with the server that actually answered, once it answered, so
+	// a redispatched user is re-stuck to the new server. `on` in the
+	// Caddyfile is a rule that does both. Default: one rule matching and
+	// storing {http.vars.client_ip}.
+	Rules []TableRule `json:"rules,omitempty"`
+
+	// Keys learned from the application's response, stored with the server
+	// that sent it (HAProxy's store-response): the value of a cookie the
+	// application sets, or of a response header.
+	StoreResponse []ResponseKey `json:"store_response,omitempty"`
+
+	// How a key that is not in the table yet chooses its server. "hash":
+	// rendezvous hashing of the key over the available servers, so
+	// instances that have not heard from each other still agree. Empty:
+	// the fallback policy chooses.
+	FirstChoice string `json:"first_choice,omitempty"`
+
+	// The policy for keys not in the table and for redispatch. Default:
+	// random.
+	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
+
+	fallback reverseproxy.Selector
+	table    *sticktable.Table
+	rules    []compiledRule
+	varKey   string
+	logger   *zap.Logger
+	counts   *outcomeCounters
+	index    atomic.Pointer[dialIndex]
+}
+
+// TableRule is one key of the request.
+type TableRule struct {
+	// The key: placeholders such as {http.vars.client_ip},
+	// {http.request.header.X-User} or {http.request.cookie.JSESSIONID},
+	// possibly several joined. An empty key neither matches nor stores.
+	Key string `json:"key"`
+	// Look the key up.
+	Match bool `json:"match,omitempty"`
+	// Store the key with the server that answers.
+	Store bool `json:"store,omitempty"`
+}
+
+// ResponseKey names where a key comes from in a response.
+type ResponseKey struct {
+	// cookie (the value of a Set-Cookie of that name) or header.
+	From string `json:"from"`
+	// The cookie or header name.
+	Name string `json:"name"`
+}
+
+type compiledRule struct {
+	TableRule
+	// placeholder is the key's one placeholder when the key is nothing
+	// else, so it is read without building a string.
+	placeholder string
+}
+
+// CaddyModule returns the Caddy module information.
+func (*StickTable) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.selection_policies.stick_table",
+		New: func() caddy.Module { return new(StickTable) },
+	}
+}
+
+// Provision finds the table, compiles the rules and hooks the policy into
+// its reverse_proxy's responses.
+func (p *StickTable) Provision(ctx caddy.Context) error {
+	if err := p.setup(ctx); err != nil {
+		return err
+	}
+	_, err := attachResponseHook(ctx, p)
+	return err
+}
+
+func (p *StickTable) setup(ctx caddy.Context) error {
+	p.logger = ctx.Logger()
+	if p.Table == "" {
+		return errors.New("stick_table needs the name of a table of the sticky app")
+	}
+	if len(p.Rules) == 0 && len(p.StoreResponse) == 0 {
+		p.Rules = []TableRule{{Key: "{http.vars.client_ip}", Match: true, Store: true}}
+	}
+	for i, r := range p.Rules {
+		if strings.TrimSpace(r.Key) == "" {
+			return fmt.Errorf("rule %d has no key", i)
+		}
+		if !r.Match && !r.Store {
+			return fmt.Errorf("rule %d (%s) neither matches nor stores", i, r.Key)
+		}
+		p.rules = append(p.rules, compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)})
+	}
+	for _, rk := range p.StoreResponse {
+		switch rk.From {
+		case "cookie", "header":
+		default:
+			return fmt.Errorf("store_response takes cookie or header, not %q", rk.From)
+		}
+		if rk.Name == "" {
+			return fmt.Errorf("store_response %s needs a name", rk.From)
+		}
+	}
+	switch p.FirstChoice {
+	case "", "hash":
+	default:
+		return fmt.Errorf("first_choice must be hash (or absent), not %q", p.FirstChoice)
+	}
+
+	appIface, err := ctx.App("sticky")
+	if err != nil {
+		return fmt.Errorf("getting the sticky app: %v", err)
+	}
+	src, ok := appIface.(TableSource)
+	if !ok {
+		return fmt.Errorf("the sticky app (%T) does not provide tables", appIface)
+	}
+	if p.table, err = src.StickTable(p.Table); err != nil {
+		return err
+	}
+	return p.load(ctx)
+}
+
+// load finishes setup once the table is known; tests call it directly.
+func (p *StickTable) load(ctx caddy.Context) error {
+	p.varKey = "stick_table." + p.Table
+	if p.FallbackRaw == nil {
+		p.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
+	}
+	mod, err := ctx.LoadModule(p, "FallbackRaw")
+	if err != nil {
+		return fmt.Errorf("loading fallback selection policy: %v", err)
+	}
+	p.fallback = mod.(reverseproxy.Selector)
+	if err := registerCollectors(ctx.GetMetricsRegistry(), tableLookups); err != nil {
+		return err
+	}
+	p.counts = newOutcomeCounters(tableLookups, p.Table)
+	return nil
+}
+
+// tableDecision is what Select decided for one request.
+type tableDecision struct {
+	policy  *StickTable
+	server  string
+	outcome Outcome
+	// keys to store with the server once it answers
+	store []sticktable.Key
+	// tried lists the servers of failed earlier attempts of this request
+	tried []string
+	// hashKey is the key placed by first_choice hash on redispatch
+	hashKey string
+}
+
+// Select sends the request to the server of the first matching key whose
+// server is available; otherwise to the first choice or the fallback.
+func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if prev, ok := vars[p.varKey].(*tableDecision); ok && prev.policy == p {
+		return p.reselect(pool, r, w, vars, prev)
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	idx := p.indexFor(pool)
+	d := &tableDecision{policy: p, outcome: OutcomeMiss}
+	hashKey := ""
+	var hit *reverseproxy.Upstream
+	for i := range p.rules {
+		rule := &p.rules[i]
+		text := rule.keyText(repl)
+		if text == "" {
+			continue
+		}
+		key, err := p.table.ParseKey(text)
+		if err != nil {
+			p.debug("key does not parse for the table's type", text)
+			if d.outcome == OutcomeMiss {
+				d.outcome = OutcomeInvalid
+			}
+			continue
+		}
+		if hashKey == "" {
+			hashKey = text
+		}
+		if rule.Store {
+			d.store = append(d.store, key)
+		}
+		if !rule.Match || hit != nil {
+			continue
+		}
+		entry, outcome := p.table.MatchKey(key)
+		switch outcome {
+		case sticktable.OutcomeHit:
+			up := idx.lookup(pool, entry.Server)
+			switch {
+			case up == nil:
+				// the server is gone from the pool: redispatch
+				d.outcome = OutcomeDown
+			case !up.Available():
+				d.outcome = OutcomeDown
+			default:
+				hit = up
+				d.outcome = OutcomeHit
+				if drain.Any() && drain.Is(up.Dial) {
+					d.outcome = OutcomeDrained
+				}
+			}
+		case sticktable.OutcomeExpired:
+			if d.outcome == OutcomeMiss {
+				d.outcome = OutcomeExpired
+			}
+		}
+	}
+	d.hashKey = hashKey
+	up := hit
+	if up == nil {
+		up = p.chooseNew(pool, r, w, hashKey, nil)
+	}
+	if up == nil {
+		p.counts.inc(d.outcome)
+		setOutcomePlaceholder(r, d.outcome)
+		return nil
+	}
+	d.server = up.Dial
+	return p.finish(vars, r, d, up)
+}
+
+// reselect runs on a retry: the server of the previous attempt failed.
+func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, vars map[string]any, prev *tableDecision) *reverseproxy.Upstream {
+	tried := append(prev.tried[:len(prev.tried):len(prev.tried)], prev.server)
+	up := p.chooseNew(pool, r, w, prev.hashKey, tried)
+	if up == nil {
+		return nil
+	}
+	outcome := prev.outcome
+	if outcome == OutcomeHit || outcome == OutcomeDrained {
+		outcome = OutcomeRedispatched
+	}
+	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, tried: tried, hashKey: prev.hashKey}
+	return p.finish(vars, r, d, up)
+}
+
+func (p *StickTable) finish(vars map[string]any, r *http.Request, d *tableDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+	if vars != nil {
+		vars[p.varKey] = d
+	}
+	p.counts.inc(d.outcome)
+	setOutcomePlaceholder(r, d.outcome)
+	return up
+}
+
+// chooseNew places a user who is not (or no longer) stuck.
+func (p *StickTable) chooseNew(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, hashKey string, exclude []string) *reverseproxy.Upstream {
+	if p.FirstChoice == "hash" && hashKey != "" {
+		if up := rendezvous(pool, hashKey, exclude); up != nil {
+			return up
+		}
+	}
+	return selectExcluding(p.fallback, pool, r, w, exclude)
+}
+
+// rendezvous returns the available, undrained upstream with the highest
+// hash of (server, key): every instance computes the same answer from the
+// key alone, and removing a server only moves the keys it had.
+func rendezvous(pool reverseproxy.UpstreamPool, key string, exclude []string) *reverseproxy.Upstream {
+	kh := xxhash.Sum64String(key)
+	var best *reverseproxy.Upstream
+	var bestScore uint64
+	drained := drain.Any()
+	for _, up := range pool {
+		if !up.Available() || containsString(exclude, up.Dial) || (drained && drain.Is(up.Dial)) {
+			continue
+		}
+		if score := mix64(xxhash.Sum64String(up.Dial) ^ kh); best == nil || score > bestScore {
+			best, bestScore = up, score
+		}
+	}
+	return best
+}
+
+// mix64 is a 64-bit finalizer (splitmix64), so that combining the two
+// hashes with xor still gives independent scores per server.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// onResponse commits the stores with the server that answered.
+func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.Response) {
+	d, ok := vars[p.varKey].(*tableDecision)
+	if !ok || d.policy != p || d.server == "" {
+		return
+	}
+	for _, k := range d.store {
+		p.storeKey(k, d.server)
+	}
+	for _, rk := range p.StoreResponse {
+		var text string
+		if rk.From == "header" {
+			text = res.Header.Get(rk.Name)
+		} else {
+			text = setCookieValue(res.Header, rk.Name)
+		}
+		if text == "" {
+			continue
+		}
+		k, err := p.table.ParseKey(text)
+		if err != nil {
+			p.debug("response key does not parse for the table's type", text)
+			continue
+		}
+		p.storeKey(k, d.server)
+	}
+}
+
+// storeKey records k with the server that answered; a store of the same
+// server only refreshes the entry.
+func (p *StickTable) storeKey(k sticktable.Key, server string) {
+	if _, err := p.table.StoreKey(k, server); err != nil {
+		p.debug("store refused", err.Error())
+	}
+}
+
+func (p *StickTable) debug(msg, value string) {
+	if c := p.logger.Check(zapcore.DebugLevel, msg); c != nil {
+		if len(value) > 64 {
+			value = value[:64] + "..."
+		}
+		c.Write(zap.String("table", p.Table), zap.String("value", value))
+	}
+}
+
+// keyText evaluates a rule's key for this request.
+func (r *compiledRule) keyText(repl *caddy.Replacer) string {
+	if repl == nil {
+		return ""
+	}
+	if r.placeholder != "" {
+		v, ok := repl.Get(r.placeholder)
+		if !ok || v == nil {
+			return ""
+		}
+		switch s := v.(type) {
+		case string:
+			return s
+		case fmt.Stringer:
+			return s.String()
+		default:
+			return fmt.Sprint(v)
+		}
+	}
+	return repl.ReplaceKnown(r.Key, "")
+}
+
+// singlePlaceholder returns "x" when key is exactly "{x}".
+func singlePlaceholder(key string) string {
+	if len(key) > 2 && key[0] == '{' && key[len(key)-1] == '}' && strings.IndexAny(key[1:len(key)-1], "{}") < 0 {
+		return key[1 : len(key)-1]
+	}
+	return ""
+}
+
+// setCookieValue returns the value the response sets for cookie name.
+func setCookieValue(h http.Header, name string) string {
+	for _, line := range h["Set-Cookie"] {
+		if setCookieName(line) != name {
+			continue
+		}
+		v := line[strings.IndexByte(line, '=')+1:]
+		if i := strings.IndexByte(v, ';'); i >= 0 {
+			v = v[:i]
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		if len(v) > haproxycookie.MaxValueLen {
+			return ""
+		}
+		return v
+	}
+	return ""
+}
+
+// Interface guards
+var (
+	_ reverseproxy.Selector = (*StickTable)(nil)
+	_ caddy.Provisioner     = (*StickTable)(nil)
+	_ responseHook          = (*StickTable)(nil)
+)

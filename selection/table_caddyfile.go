@@ -1,0 +1,74 @@
+package selection
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
+//
+//	lb_policy stick_table <table> {
+//		on <key>                           # match, then store (default {client_ip})
+//		match <key>                        # match only
+//		store_request <key>                # store only
+//		store_response cookie|header <name>
+//		first_choice hash
+//		fallback <policy> [{ ... }]
+//	}
+//
+// Keys are placeholders, e.g. {client_ip}, {header.X-User},
+// {cookie.JSESSIONID}, {query.sid}; rules are tried in the order written.
+func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // policy name
+	if !d.NextArg() {
+		return d.Errf("stick_table needs the name of a table of the sticky app")
+	}
+	p.Table = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch opt := d.Val(); opt {
+		case "on", "match", "store_request":
+			key, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			p.Rules = append(p.Rules, TableRule{Key: key, Match: opt != "store_request", Store: opt != "match"})
+		case "store_response":
+			args := d.RemainingArgs()
+			if len(args) != 2 || (args[0] != "cookie" && args[0] != "header") {
+				return d.Errf("store_response takes cookie <name> or header <name>")
+			}
+			p.StoreResponse = append(p.StoreResponse, ResponseKey{From: args[0], Name: args[1]})
+		case "first_choice":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if v != "hash" {
+				return d.Errf("first_choice takes hash, not %q", v)
+			}
+			if p.FirstChoice != "" {
+				return d.Errf("first_choice specified twice")
+			}
+			p.FirstChoice = v
+		case "fallback":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if p.FallbackRaw != nil {
+				return d.Errf("fallback specified twice")
+			}
+			raw, err := loadFallback(d)
+			if err != nil {
+				return err
+			}
+			p.FallbackRaw = raw
+		default:
+			return d.Errf("unrecognized stick_table option '%s'", opt)
+		}
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*StickTable)(nil)

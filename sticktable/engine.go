@@ -1,0 +1,742 @@
+package sticktable
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// backend is the key-type-specific half of a Table, for everything but
+// the hot paths (match and store), which Table calls on the concrete
+// engine so escape analysis can see through them. Each key type gets an
+// engine with its own Go map key type (uint32 for ip, [16]byte for ipv6,
+// uint64 for integer, string otherwise) so ip entries do not pay for
+// 16-byte keys and string keys do not pay for fixed arrays.
+type backend interface {
+	remove(k Key, now int64) bool
+	apply(k Key, c *Change, now int64) (bool, error)
+	clearServer(server string, now int64) int
+	sweepMark(m *clearMark, now int64) int
+	observe(v uint64)
+	lastVersion() uint64
+	reap(now int64) int
+	scan(now int64, tombs bool, fn func([]Entry) bool)
+	resize(size int, now int64)
+	capExpiry(entryDeadline, tombDeadline int64)
+	sumStats(st *Stats)
+	servers(counts map[string]int)
+	shardCount() int
+	check() error
+}
+
+type engine[K comparable] struct {
+	t       *Table
+	shards  []shard[K]
+	shift   uint // 64 - log2(len(shards)): shard = hash >> shift
+	fromKey func(Key) K
+	toKey   func(K) Key
+	own     func(K) K // copies caller memory out of a key about to be stored
+}
+
+func newEngine[K comparable](t *Table, shards, size int, fromKey func(Key) K, toKey func(K) Key, own func(K) K) *engine[K] {
+	g := &engine[K]{t: t, shards: make([]shard[K], shards), fromKey: fromKey, toKey: toKey, own: own}
+	g.shift = 64
+	for n := shards; n > 1; n >>= 1 {
+		g.shift--
+	}
+	hash := func(k K) uint64 { key := toKey(k); return t.hashKey(&key) }
+	for i, l := range splitSize(size, shards) {
+		g.shards[i].init(l, hash)
+	}
+	return g
+}
+
+// splitSize divides size exactly so the shard limits add up to it.
+func splitSize(size, shards int) []uint32 {
+	out := make([]uint32, shards)
+	for i := range out {
+		out[i] = uint32(size / shards)
+		if i < size%shards {
+			out[i]++
+		}
+	}
+	return out
+}
+
+// shardFor returns the key's shard and hash.
+func (g *engine[K]) shardFor(k *Key) (*shard[K], uint64) {
+	h := g.t.hashKey(k)
+	return &g.shards[h>>g.shift], h
+}
+
+func (g *engine[K]) shardCount() int { return len(g.shards) }
+
+// match fills out (on a hit) and returns the outcome; out is a pointer so
+// the entry is built once, in the caller's frame.
+func (g *engine[K]) match(k Key, now int64, touch bool, out *Entry) Outcome {
+	t := g.t
+	kk := g.fromKey(k)
+	s, h := g.shardFor(&k)
+	s.mu.Lock()
+	i, ok := s.find(h, kk)
+	if !ok {
+		if touch {
+			s.c.misses.Add(1)
+		}
+		s.mu.Unlock()
+		return OutcomeMiss
+	}
+	e := s.at(i)
+	if e.server == 0 {
+		if touch {
+			s.c.misses.Add(1)
+		}
+		s.mu.Unlock()
+		return OutcomeMiss
+	}
+	if !s.alive(e, now, t.mark.Load()) {
+		if !touch {
+			s.mu.Unlock()
+			return OutcomeMiss
+		}
+		s.drop(i) // we hold the lock and the slot is hot: reclaim it now
+		s.c.expired.Add(1)
+		s.c.reaped.Add(1)
+		s.mu.Unlock()
+		return OutcomeExpired
+	}
+	if !touch {
+		s.entry(e, k, out)
+		s.mu.Unlock()
+		return OutcomeHit
+	}
+	s.c.hits.Add(1)
+	expire := t.expire.Load()
+	if now+expire-e.expires < t.gran.Load() {
+		// Refreshed recently: leave the slot untouched (no write, no
+		// relink); see the package documentation on granularity.
+		s.entry(e, k, out)
+		s.mu.Unlock()
+		return OutcomeHit
+	}
+	e.expires = now + expire
+	s.toFront(lruHead, i)
+	s.entry(e, k, out)
+	emit := t.onChange.Load() != nil
+	var ch Change
+	if emit {
+		ch = s.change(OpRefresh, e, g.toKey(e.key), expire)
+	}
+	s.mu.Unlock()
+	if emit {
+		t.emit(ch)
+	}
+	return OutcomeHit
+}
+
+func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) error {
+	t := g.t
+	kk := g.fromKey(k)
+	s, h := g.shardFor(&k)
+	expire := t.expire.Load()
+	s.mu.Lock()
+	m := t.mark.Load()
+	i, found := s.find(h, kk)
+	var e *slot[K]
+	alive := false
+	if found {
+		e = s.at(i)
+		alive = e.server != 0 && s.alive(e, now, m)
+		if alive && op == OpStore && s.servers.list[e.server] == server {
+			// Same server: a refresh, which keeps the version (nothing a
+			// peer has to arbitrate changed) but pushes the expiry out.
+			s.c.stores.Add(1)
+			if now+expire-e.expires < t.gran.Load() {
+				s.entry(e, k, out)
+				s.mu.Unlock()
+				return nil
+			}
+			e.expires = now + expire
+			s.toFront(lruHead, i)
+			s.entry(e, k, out)
+			emit := t.onChange.Load() != nil
+			var ch Change
+			if emit {
+				ch = s.change(OpRefresh, e, g.toKey(e.key), expire)
+			}
+			s.mu.Unlock()
+			if emit {
+				t.emit(ch)
+			}
+			return nil
+		}
+	}
+	srv, ok := s.servers.acquire(server)
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: cannot add %q", ErrTooManyServers, server)
+	}
+	node := s.localNode(t)
+	if found {
+		switch {
+		case e.server == 0:
+			s.setTombs(s.tombs - 1)
+			s.setLive(s.live + 1)
+		case !alive:
+			s.c.reaped.Add(1)
+			fallthrough
+		default:
+			s.servers.release(e.server)
+		}
+		s.nodes.release(e.node)
+		s.unlink(i)
+	} else {
+		if !s.makeRoom(now, !t.nopurge) {
+			s.servers.release(srv)
+			s.c.refused.Add(1)
+			s.mu.Unlock()
+			return ErrFull
+		}
+		i = s.alloc()
+		e = s.at(i)
+		e.key = g.own(kk)
+		s.index(h, i)
+		s.setLive(s.live + 1)
+	}
+	s.nodes.hold(node)
+	e.server, e.node = srv, node
+	e.version = s.clock.next(now / int64(time.Millisecond))
+	e.expires = now + expire
+	s.pushFront(lruHead, i)
+	s.c.stores.Add(1)
+	s.entry(e, k, out)
+	emit := t.onChange.Load() != nil
+	var ch Change
+	if emit {
+		ch = s.change(op, e, g.toKey(e.key), expire)
+	}
+	s.mu.Unlock()
+	if emit {
+		t.emit(ch)
+	}
+	return nil
+}
+
+func (g *engine[K]) remove(k Key, now int64) bool {
+	t := g.t
+	kk := g.fromKey(k)
+	s, h := g.shardFor(&k)
+	retention := t.retention.Load()
+	s.mu.Lock()
+	i, found := s.find(h, kk)
+	if !found {
+		s.mu.Unlock()
+		return false
+	}
+	e := s.at(i)
+	if e.server == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	if !s.alive(e, now, t.mark.Load()) {
+		s.drop(i)
+		s.c.reaped.Add(1)
+		s.mu.Unlock()
+		return false
+	}
+	node := s.localNode(t)
+	s.servers.release(e.server)
+	s.nodes.release(e.node)
+	s.nodes.hold(node)
+	e.server, e.node = 0, node
+	e.version = s.clock.next(now / int64(time.Millisecond))
+	e.expires = now + retention
+	s.unlink(i)
+	s.pushFront(tombHead, i)
+	s.setLive(s.live - 1)
+	s.setTombs(s.tombs + 1)
+	emit := t.onChange.Load() != nil
+	var ch Change
+	if emit {
+		ch = s.change(OpDelete, e, g.toKey(e.key), retention)
+	}
+	s.mu.Unlock()
+	if emit {
+		t.emit(ch)
+	}
+	return true
+}
+
+func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
+	t := g.t
+	tomb := c.Op == OpDelete
+	var life int64
+	if tomb {
+		life = t.retention.Load()
+		if c.TTL > 0 {
+			life = min(life, int64(c.TTL))
+		}
+	} else {
+		life = min(int64(c.TTL), t.expire.Load())
+	}
+	kk := g.fromKey(k)
+	s, h := g.shardFor(&k)
+	m := t.mark.Load()
+	if life <= 0 || (m != nil && CompareVersions(c.Version, c.Node, m.version, m.node) <= 0) {
+		s.c.stale.Add(1)
+		return false, nil
+	}
+	s.mu.Lock()
+	s.clock.Observe(c.Version)
+	i, found := s.find(h, kk)
+	var e *slot[K]
+	if found {
+		e = s.at(i)
+		if s.alive(e, now, m) {
+			cmp := CompareVersions(e.version, s.nodes.list[e.node], c.Version, c.Node)
+			if cmp == 0 {
+				localTomb := e.server == 0
+				if localTomb == tomb && (tomb || s.servers.list[e.server] == c.Server) {
+					// The same write again (a refresh travels this way):
+					// keep the later deadline, which is what makes
+					// repeated and reordered deliveries harmless.
+					grew := now + life - e.expires
+					if grew > 0 {
+						e.expires = now + life
+						if grew >= t.gran.Load() {
+							head := uint32(lruHead)
+							if localTomb {
+								head = tombHead
+							}
+							s.toFront(head, i)
+						}
+						s.c.applied.Add(1)
+					} else {
+						s.c.stale.Add(1)
+					}
+					s.mu.Unlock()
+					return grew > 0, nil
+				}
+				// Two different writes with one version can only come
+				// from a node reusing versions (its clock went back and
+				// it lost its state). Pick a winner every node agrees on:
+				// the tombstone, else the greater server name.
+				if localTomb || (!tomb && s.servers.list[e.server] > c.Server) {
+					cmp = 1
+				}
+			}
+			if cmp > 0 {
+				s.c.stale.Add(1)
+				s.mu.Unlock()
+				return false, nil
+			}
+		}
+	}
+	var srv uint16
+	if !tomb {
+		var ok bool
+		if srv, ok = s.servers.acquire(c.Server); !ok {
+			s.mu.Unlock()
+			return false, fmt.Errorf("%w: cannot add %q", ErrTooManyServers, c.Server)
+		}
+	}
+	node, ok := s.nodes.acquire(c.Node)
+	if !ok {
+		s.servers.release(srv)
+		s.mu.Unlock()
+		return false, fmt.Errorf("%w: cannot add node %q", ErrTooManyServers, c.Node)
+	}
+	if found {
+		if e.server != 0 {
+			s.servers.release(e.server)
+			s.setLive(s.live - 1)
+		} else {
+			s.setTombs(s.tombs - 1)
+		}
+		s.nodes.release(e.node)
+		s.unlink(i)
+	} else {
+		if !s.makeRoom(now, !t.nopurge) {
+			s.servers.release(srv)
+			s.nodes.release(node)
+			s.mu.Unlock()
+			if tomb {
+				// A tombstone for a key we do not have only guards
+				// against stale writes; not worth refusing anything for.
+				return false, nil
+			}
+			s.c.refused.Add(1)
+			return false, ErrFull
+		}
+		i = s.alloc()
+		e = s.at(i)
+		e.key = g.own(kk)
+		s.index(h, i)
+	}
+	e.server, e.node, e.version, e.expires = srv, node, c.Version, now+life
+	if tomb {
+		s.pushFront(tombHead, i)
+		s.setTombs(s.tombs + 1)
+	} else {
+		s.pushFront(lruHead, i)
+		s.setLive(s.live + 1)
+	}
+	s.c.applied.Add(1)
+	s.mu.Unlock()
+	return true, nil
+}
+
+// walk calls batch for consecutive ranges of at most workBatch slot
+// numbers of s with the lock held (batch may drop or rewrite those slots)
+// and after each with the lock released; either returning false ends the
+// walk. Compaction is held off meanwhile, so every slot that is not freed
+// and reused during the walk is visited exactly once.
+func walk[K comparable](s *shard[K], batch func(from, to uint32) bool, after func() bool) {
+	s.mu.Lock()
+	s.scanners++
+	pos := uint32(firstSlot)
+	for {
+		end := min(pos+workBatch, s.top)
+		more := batch(pos, end) && end < s.top
+		pos = end
+		if !more {
+			s.scanners--
+		}
+		s.mu.Unlock()
+		if !after() || !more {
+			if more {
+				s.mu.Lock()
+				s.scanners--
+				s.mu.Unlock()
+			}
+			return
+		}
+		yieldLock()
+		s.mu.Lock()
+	}
+}
+
+// yieldLock lets goroutines that queued on a shard lock during a batch of
+// bulk work take it before the bulk work takes it again. Unlocking alone
+// is not enough: the woken waiter is queued on this goroutine's P and
+// would wait for it to block, while sync.Mutex lets us re-acquire first;
+// waiters would only get in after a millisecond, when the mutex switches
+// to starvation mode. That millisecond showed up as lookup p99.9 latency
+// while a million entries expired.
+func yieldLock() { runtime.Gosched() }
+
+func (g *engine[K]) clearServer(server string, now int64) int {
+	t := g.t
+	retention := t.retention.Load()
+	emit := t.onChange.Load() != nil
+	n := 0
+	var chs []Change
+	for si := range g.shards {
+		s := &g.shards[si]
+		s.mu.Lock()
+		_, ok := s.servers.byName[server]
+		var v uint64
+		var node uint16
+		if ok {
+			// One version for the whole shard; entries written after it
+			// (between batches) carry higher versions and are left alone.
+			v = s.clock.next(now / int64(time.Millisecond))
+			node = s.localNode(t)
+		}
+		s.mu.Unlock()
+		if !ok {
+			continue
+		}
+		walk(s, func(from, to uint32) bool {
+			chs = chs[:0]
+			j, ok := s.servers.byName[server]
+			if !ok {
+				return false
+			}
+			m := t.mark.Load()
+			for i := from; i < to; i++ {
+				e := s.at(i)
+				if e.prev == freeMark || e.server != j || e.version >= v {
+					continue
+				}
+				if !s.alive(e, now, m) {
+					s.drop(i)
+					s.c.reaped.Add(1)
+					continue
+				}
+				s.servers.release(e.server)
+				s.nodes.release(e.node)
+				s.nodes.hold(node)
+				e.server, e.node, e.version, e.expires = 0, node, v, now+retention
+				s.unlink(i)
+				s.pushFront(tombHead, i)
+				s.setLive(s.live - 1)
+				s.setTombs(s.tombs + 1)
+				n++
+				if emit {
+					chs = append(chs, s.change(OpDelete, e, g.toKey(e.key), retention))
+				}
+			}
+			return true
+		}, func() bool {
+			for _, c := range chs {
+				t.emit(c)
+			}
+			return true
+		})
+	}
+	return n
+}
+
+func (g *engine[K]) sweepMark(m *clearMark, now int64) int {
+	n := 0
+	for si := range g.shards {
+		s := &g.shards[si]
+		walk(s, func(from, to uint32) bool {
+			for i := from; i < to; i++ {
+				e := s.at(i)
+				if e.prev == freeMark || !s.dead(e, m) {
+					continue
+				}
+				if e.server != 0 {
+					n++
+				}
+				s.drop(i)
+			}
+			return true
+		}, func() bool { return true })
+	}
+	return n
+}
+
+func (g *engine[K]) observe(v uint64) {
+	for si := range g.shards {
+		g.shards[si].clock.Observe(v)
+	}
+}
+
+func (g *engine[K]) lastVersion() uint64 {
+	var v uint64
+	for si := range g.shards {
+		v = max(v, g.shards[si].clock.Last())
+	}
+	return v
+}
+
+func (g *engine[K]) reap(now int64) int {
+	n := 0
+	for si := range g.shards {
+		s := &g.shards[si]
+		for {
+			s.mu.Lock()
+			k, more := s.reapBatch(now, reapBatch)
+			if !more {
+				k += s.sweep(now, g.t.mark.Load(), sweepBatch)
+				s.maybeCompact()
+			}
+			s.mu.Unlock()
+			n += k
+			if !more {
+				break
+			}
+			yieldLock()
+		}
+	}
+	return n
+}
+
+func (g *engine[K]) scan(now int64, tombs bool, fn func([]Entry) bool) {
+	buf := make([]Entry, 0, workBatch)
+	for si := range g.shards {
+		s := &g.shards[si]
+		stop := false
+		walk(s, func(from, to uint32) bool {
+			buf = buf[:0]
+			m := g.t.mark.Load()
+			for i := from; i < to; i++ {
+				e := s.at(i)
+				if e.prev == freeMark || !s.alive(e, now, m) || (e.server == 0 && !tombs) {
+					continue
+				}
+				buf = append(buf, Entry{})
+				s.entry(e, g.toKey(e.key), &buf[len(buf)-1])
+			}
+			return true
+		}, func() bool {
+			stop = len(buf) > 0 && !fn(buf)
+			return !stop
+		})
+		if stop {
+			return
+		}
+	}
+}
+
+func (g *engine[K]) resize(size int, now int64) {
+	for si, limit := range splitSize(size, len(g.shards)) {
+		s := &g.shards[si]
+		s.mu.Lock()
+		s.limit = limit
+		for s.live+s.tombs > s.limit {
+			for k := 0; k < workBatch && s.live+s.tombs > s.limit; k++ {
+				s.evictOne(now, true)
+			}
+			s.mu.Unlock()
+			yieldLock()
+			s.mu.Lock()
+		}
+		s.maybeCompact()
+		s.mu.Unlock()
+	}
+}
+
+func (g *engine[K]) capExpiry(entryDeadline, tombDeadline int64) {
+	for si := range g.shards {
+		s := &g.shards[si]
+		walk(s, func(from, to uint32) bool {
+			for i := from; i < to; i++ {
+				e := s.at(i)
+				switch {
+				case e.prev == freeMark:
+				case e.server != 0:
+					e.expires = min(e.expires, entryDeadline)
+				default:
+					e.expires = min(e.expires, tombDeadline)
+				}
+			}
+			return true
+		}, func() bool { return true })
+	}
+}
+
+func (g *engine[K]) sumStats(st *Stats) {
+	for si := range g.shards {
+		c := &g.shards[si].c
+		st.Hits += c.hits.Load()
+		st.Misses += c.misses.Load()
+		st.Expired += c.expired.Load()
+		st.Stores += c.stores.Load()
+		st.Evictions += c.evictions.Load()
+		st.Refused += c.refused.Load()
+		st.Reaped += c.reaped.Load()
+		st.Applied += c.applied.Load()
+		st.Stale += c.stale.Load()
+		st.Entries += int(c.entries.Load())
+		st.Tombstones += int(c.tombstones.Load())
+	}
+}
+
+func (g *engine[K]) servers(counts map[string]int) {
+	for si := range g.shards {
+		s := &g.shards[si]
+		s.mu.Lock()
+		for i, name := range s.servers.list {
+			if i > 0 && s.servers.refs[i] > 0 {
+				counts[name] += int(s.servers.refs[i])
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// check verifies the shard invariants; tests and fuzzers call it through
+// Table.check after every kind of operation.
+func (g *engine[K]) check() error {
+	for si := range g.shards {
+		s := &g.shards[si]
+		s.mu.Lock()
+		err := g.checkShard(si, s)
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *engine[K]) checkShard(si int, s *shard[K]) error {
+	if s.live+s.tombs > s.limit {
+		return fmt.Errorf("shard %d: %d entries + %d tombstones over limit %d", si, s.live, s.tombs, s.limit)
+	}
+	if s.nidx != s.live+s.tombs {
+		return fmt.Errorf("shard %d: index has %d keys, counts say %d", si, s.nidx, s.live+s.tombs)
+	}
+	cells := uint32(0)
+	for _, c := range s.idx {
+		if c != 0 {
+			cells++
+			if i := uint32(c); i < firstSlot || i >= s.top || uint32(s.hash(s.at(i).key)) != uint32(c>>32) {
+				return fmt.Errorf("shard %d: index cell %x is stale", si, c)
+			}
+		}
+	}
+	if cells != s.nidx || s.nidx*4 > uint32(len(s.idx))*3 {
+		return fmt.Errorf("shard %d: index holds %d cells, counted %d, size %d", si, cells, s.nidx, len(s.idx))
+	}
+	if int64(s.live) != s.c.entries.Load() || int64(s.tombs) != s.c.tombstones.Load() {
+		return fmt.Errorf("shard %d: counter mirrors out of date", si)
+	}
+	refs := make([]int32, len(s.servers.refs))
+	nodeRefs := make([]int32, len(s.nodes.refs))
+	if s.localIx != 0 {
+		nodeRefs[s.localIx]++
+	}
+	for _, head := range [...]uint32{lruHead, tombHead} {
+		n := uint32(0)
+		prev := head
+		for i := s.at(head).next; i != head; i = s.at(i).next {
+			if i < firstSlot || i >= s.top {
+				return fmt.Errorf("shard %d: list link %d out of range", si, i)
+			}
+			e := s.at(i)
+			if e.prev != prev {
+				return fmt.Errorf("shard %d: slot %d prev %d, want %d", si, i, e.prev, prev)
+			}
+			if (e.server == 0) != (head == tombHead) {
+				return fmt.Errorf("shard %d: slot %d on the wrong list", si, i)
+			}
+			if j, ok := s.find(s.hash(e.key), e.key); !ok || j != i {
+				return fmt.Errorf("shard %d: slot %d key not indexed to it", si, i)
+			}
+			if e.version == 0 {
+				return fmt.Errorf("shard %d: slot %d has version 0", si, i)
+			}
+			refs[e.server]++
+			nodeRefs[e.node]++
+			prev = i
+			if n++; n > s.top {
+				return fmt.Errorf("shard %d: list cycle", si)
+			}
+		}
+		want := s.live
+		if head == tombHead {
+			want = s.tombs
+		}
+		if n != want {
+			return fmt.Errorf("shard %d: list %d has %d slots, count %d", si, head, n, want)
+		}
+	}
+	for i := 1; i < len(refs); i++ {
+		if refs[i] != s.servers.refs[i] {
+			return fmt.Errorf("shard %d: server %d (%q) has %d refs, counted %d", si, i, s.servers.list[i], s.servers.refs[i], refs[i])
+		}
+	}
+	for i := 1; i < len(nodeRefs); i++ {
+		if nodeRefs[i] != s.nodes.refs[i] {
+			return fmt.Errorf("shard %d: node %d has %d refs, counted %d", si, i, s.nodes.refs[i], nodeRefs[i])
+		}
+	}
+	free := uint32(0)
+	for i := s.free; i != 0; i = s.at(i).next {
+		if s.at(i).prev != freeMark {
+			return fmt.Errorf("shard %d: free slot %d not marked", si, i)
+		}
+		if free++; free > s.top {
+			return fmt.Errorf("shard %d: free list cycle", si)
+		}
+	}
+	if free+s.live+s.tombs+firstSlot != s.top {
+		return fmt.Errorf("shard %d: %d free + %d used != %d handed out", si, free, s.live+s.tombs, s.top-firstSlot)
+	}
+	return nil
+}

@@ -1,0 +1,375 @@
+package sticktable
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"time"
+)
+
+// Snapshot format, version 1. All integers are unsigned varints unless
+// noted.
+//
+//	magic    "STKTABLE", then one byte: format version (1)
+//	frames   each: length, payload, CRC-32C of the payload (4 bytes, little endian)
+//
+// The first frame is the header: key type (1 byte), key len, write time
+// (Unix ms), expire (ms, informational), Clear watermark version and node
+// (version 0: none). The following frames hold records, each a tag byte:
+//
+//	1 server  name                         defines the next server id (from 1)
+//	2 node    name                         defines the next node id (from 0)
+//	3 entry   key, server id, ttl ms, version, node id
+//	4 tomb    key, ttl ms, version, node id
+//	5 end     number of entry and tomb records; must end the last frame
+//
+// Names are strings: length, bytes. Keys are their stored bytes
+// (Key.AppendBytes): fixed-size for ip (4), ipv6 (16) and integer (8),
+// length-prefixed for string and binary. TTLs are remaining at write time,
+// so time spent between writing and reading counts against them.
+//
+// Framing with a checksum per frame makes reading a stream safe without
+// buffering all of it: a frame is applied only after it verified and
+// parsed completely.
+const (
+	snapMagic   = "STKTABLE"
+	snapVersion = 1
+
+	recServer = 1
+	recNode   = 2
+	recEntry  = 3
+	recTomb   = 4
+	recEnd    = 5
+
+	frameTarget = 64 << 10
+	frameMax    = 1 << 20
+	namesMax    = 1 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// WriteSnapshot writes the table's entries, tombstones and Clear watermark
+// to w. It walks the table like Range (small batches, locks released
+// between them), so it does not stop traffic and entries changed during
+// the walk may or may not be included.
+func (t *Table) WriteSnapshot(w io.Writer) error {
+	now := t.now()
+	sw := snapWriter{w: w, servers: map[string]uint64{}, nodes: map[string]uint64{}}
+	if _, err := io.WriteString(w, snapMagic+string(rune(snapVersion))); err != nil {
+		return err
+	}
+	mv, mn := t.ClearMark()
+	h := []byte{byte(t.typ)}
+	h = binary.AppendUvarint(h, uint64(t.keyLen))
+	h = binary.AppendUvarint(h, uint64(max(now/int64(time.Millisecond), 0)))
+	h = binary.AppendUvarint(h, uint64(t.expire.Load()/int64(time.Millisecond)))
+	h = binary.AppendUvarint(h, mv)
+	h = appendString(h, mn)
+	sw.buf = h
+	if err := sw.flush(); err != nil {
+		return err
+	}
+	t.eng.scan(now, true, func(batch []Entry) bool {
+		for i := range batch {
+			sw.add(&batch[i], now)
+		}
+		if len(sw.buf) >= frameTarget {
+			sw.err = sw.flush()
+		}
+		return sw.err == nil
+	})
+	if sw.err != nil {
+		return sw.err
+	}
+	sw.buf = append(sw.buf, recEnd)
+	sw.buf = binary.AppendUvarint(sw.buf, sw.count)
+	return sw.flush()
+}
+
+type snapWriter struct {
+	w              io.Writer
+	buf            []byte
+	servers, nodes map[string]uint64
+	count          uint64
+	err            error
+}
+
+func (sw *snapWriter) add(e *Entry, now int64) {
+	var sid uint64
+	if !e.Deleted {
+		var ok bool
+		if sid, ok = sw.servers[e.Server]; !ok {
+			sid = uint64(len(sw.servers) + 1)
+			sw.servers[e.Server] = sid
+			sw.buf = appendString(append(sw.buf, recServer), e.Server)
+		}
+	}
+	nid, ok := sw.nodes[e.Node]
+	if !ok {
+		nid = uint64(len(sw.nodes))
+		sw.nodes[e.Node] = nid
+		sw.buf = appendString(append(sw.buf, recNode), e.Node)
+	}
+	ttl := max(e.ExpiresAt.UnixNano()-now, 0)
+	ttlMs := uint64((ttl + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+	if e.Deleted {
+		sw.buf = append(sw.buf, recTomb)
+	} else {
+		sw.buf = append(sw.buf, recEntry)
+	}
+	if e.Key.typ.fixedLen() == 0 {
+		sw.buf = binary.AppendUvarint(sw.buf, uint64(len(e.Key.str)))
+	}
+	sw.buf = e.Key.AppendBytes(sw.buf)
+	if !e.Deleted {
+		sw.buf = binary.AppendUvarint(sw.buf, sid)
+	}
+	sw.buf = binary.AppendUvarint(sw.buf, ttlMs)
+	sw.buf = binary.AppendUvarint(sw.buf, e.Version)
+	sw.buf = binary.AppendUvarint(sw.buf, nid)
+	sw.count++
+}
+
+func (sw *snapWriter) flush() error {
+	frame := binary.AppendUvarint(make([]byte, 0, len(sw.buf)+14), uint64(len(sw.buf)))
+	frame = append(frame, sw.buf...)
+	frame = binary.LittleEndian.AppendUint32(frame, crc32.Checksum(sw.buf, castagnoli))
+	sw.buf = sw.buf[:0]
+	_, err := sw.w.Write(frame)
+	return err
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// ReadSnapshot merges a snapshot written by WriteSnapshot into the table
+// with Apply's rules (higher versions win, TTLs capped by this table's
+// Expire and Retention, expired entries skipped) and returns the number
+// of entries and tombstones it installed. OnChange is not called.
+//
+// The snapshot must have the table's key type (ErrKeyType otherwise); a
+// different Len is accepted, longer keys being truncated. A snapshot that
+// is corrupt or truncated yields an error wrapping ErrCorrupt: frames that
+// verified before the damage have been applied (each is checksummed and
+// parsed completely before any of it is applied), nothing after it is,
+// and the table stays consistent. Entries refused by a full NoPurge table
+// are counted in Stats.Refused and otherwise skipped.
+func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
+	br := bufio.NewReader(r)
+	var head [len(snapMagic) + 1]byte
+	if _, err := io.ReadFull(br, head[:]); err != nil {
+		return 0, snapErr("reading header", err)
+	}
+	if string(head[:len(snapMagic)]) != snapMagic {
+		return 0, fmt.Errorf("%w: not a stick table snapshot", ErrCorrupt)
+	}
+	if head[len(snapMagic)] != snapVersion {
+		return 0, fmt.Errorf("%w: unsupported snapshot format version %d", ErrCorrupt, head[len(snapMagic)])
+	}
+	frame, err := readFrame(br, nil)
+	if err != nil {
+		return 0, err
+	}
+	d := decoder{b: frame}
+	typ := KeyType(d.byte())
+	d.uvarint() // key len: informational, keys are truncated to ours
+	written := int64(d.uvarint())
+	d.uvarint() // expire: informational
+	markV, markN := d.uvarint(), d.string()
+	if err := d.done(); err != nil {
+		return 0, err
+	}
+	if typ != t.typ {
+		return 0, fmt.Errorf("%w: snapshot of %s keys, table has %s keys", ErrKeyType, typ, t.typ)
+	}
+	if markV != 0 {
+		t.Apply(Change{Op: OpClear, Version: markV, Node: markN})
+	}
+
+	var (
+		servers = []string{""}
+		nodes   []string
+		pending []Change
+		records uint64
+		n       int
+	)
+	for {
+		if frame, err = readFrame(br, frame); err != nil {
+			return n, err
+		}
+		d = decoder{b: frame}
+		pending = pending[:0]
+		ended := false
+		for d.err == nil && len(d.b) > 0 && !ended {
+			switch tag := d.byte(); tag {
+			case recServer, recNode:
+				name := d.string()
+				if len(servers)+len(nodes) >= namesMax {
+					d.fail("too many names")
+				} else if tag == recServer {
+					servers = append(servers, name)
+				} else {
+					nodes = append(nodes, name)
+				}
+			case recEntry, recTomb:
+				c := Change{Op: OpStore}
+				if tag == recTomb {
+					c.Op = OpDelete
+				}
+				c.Key = d.key(t)
+				if tag == recEntry {
+					if sid := d.uvarint(); sid == 0 || sid >= uint64(len(servers)) {
+						d.fail("undefined server")
+					} else {
+						c.Server = servers[sid]
+					}
+				}
+				ttl := d.uvarint()
+				c.Version = d.uvarint()
+				if nid := d.uvarint(); nid >= uint64(len(nodes)) {
+					d.fail("undefined node")
+				} else {
+					c.Node = nodes[nid]
+				}
+				if c.Version == 0 {
+					d.fail("zero version")
+				}
+				if ttl > 1<<40 {
+					d.fail("ttl out of range")
+				}
+				// Remaining life now: what was left at write time, less
+				// the time since (the process may have been down).
+				c.TTL = time.Duration(written+int64(ttl)-t.now()/int64(time.Millisecond)) * time.Millisecond
+				records++
+				pending = append(pending, c)
+			case recEnd:
+				if d.uvarint() != records && d.err == nil {
+					d.fail("record count mismatch")
+				}
+				ended = true
+			default:
+				d.fail(fmt.Sprintf("unknown record tag %d", tag))
+			}
+		}
+		if err := d.done(); err != nil {
+			return n, err
+		}
+		for _, c := range pending {
+			if c.TTL <= 0 {
+				continue
+			}
+			if ok, _ := t.Apply(c); ok {
+				n++
+			}
+		}
+		if ended {
+			return n, nil
+		}
+	}
+}
+
+func snapErr(what string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: truncated while %s: %w", ErrCorrupt, what, io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("sticktable: reading snapshot: %s: %w", what, err)
+}
+
+// readFrame reads and verifies one frame, reusing buf.
+func readFrame(br *bufio.Reader, buf []byte) ([]byte, error) {
+	size, err := binary.ReadUvarint(br)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, snapErr("reading a frame", err)
+		}
+		return nil, fmt.Errorf("%w: bad frame length: %w", ErrCorrupt, err)
+	}
+	if size > frameMax {
+		return nil, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrCorrupt, size, frameMax)
+	}
+	if uint64(cap(buf)) < size+4 {
+		buf = make([]byte, size+4)
+	}
+	buf = buf[:size+4]
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return nil, snapErr("reading a frame", err)
+	}
+	payload := buf[:size]
+	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(buf[size:]) {
+		return nil, fmt.Errorf("%w: frame checksum mismatch", ErrCorrupt)
+	}
+	return payload, nil
+}
+
+// decoder reads one frame; the first error sticks and later reads return
+// zero values, so parsing code checks once at the end.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(msg string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrCorrupt, msg)
+	}
+	d.b = nil
+}
+
+func (d *decoder) done() error {
+	if d.err == nil && len(d.b) > 0 {
+		d.fail("trailing bytes in frame")
+	}
+	return d.err
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.fail("short frame")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(n uint64) []byte {
+	if n > uint64(len(d.b)) {
+		d.fail("short frame")
+		return nil
+	}
+	b := d.b[:n]
+	d.b = d.b[n:]
+	return b
+}
+
+func (d *decoder) string() string { return string(d.bytes(d.uvarint())) }
+
+func (d *decoder) key(t *Table) Key {
+	n := uint64(t.typ.fixedLen())
+	if n == 0 {
+		n = d.uvarint()
+	}
+	raw := d.bytes(n)
+	if d.err != nil {
+		return Key{}
+	}
+	k, err := t.KeyFromBytes(raw)
+	if err != nil {
+		d.fail(err.Error())
+	}
+	return k
+}

@@ -1,0 +1,175 @@
+package sticktable
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"testing"
+	"time"
+)
+
+var snapKeys = map[KeyType]func(i int) string{
+	KeyIP:      func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) },
+	KeyIPv6:    func(i int) string { return fmt.Sprintf("2001:db8::%x", i) },
+	KeyInteger: func(i int) string { return strconv.Itoa(i*7919 - 5000) },
+	KeyString:  func(i int) string { return "session-" + strconv.Itoa(i) },
+	KeyBinary:  func(i int) string { return fmt.Sprintf("%016x", uint64(i)*2654435761) },
+}
+
+// snapshotSource builds a table with entries of several servers and ages,
+// a tombstone and a Clear watermark, and returns it with its snapshot.
+func snapshotSource(tb testing.TB, typ KeyType, n int) (*Table, *fakeClock, []byte) {
+	tb.Helper()
+	src, clk := newTestTable(tb, Config{Type: typ, Expire: time.Hour}, Options{Node: "node-a", Shards: 4})
+	mustStore(tb, src, snapKeys[typ](n+1), "gone")
+	src.Clear()
+	for i := range n {
+		mustStore(tb, src, snapKeys[typ](i), "10.0.0."+strconv.Itoa(i%5)+":8080")
+		if n <= 1000 {
+			clk.Add(time.Second)
+		}
+	}
+	if n > 3 {
+		src.Delete(snapKeys[typ](3))
+		k := key(tb, src, snapKeys[typ](2))
+		src.Apply(Change{Op: OpStore, Key: k, Server: "remote", Version: src.eng.lastVersion() + 5, Node: "node-b", TTL: 10 * time.Minute})
+	}
+	var buf bytes.Buffer
+	if err := src.WriteSnapshot(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	return src, clk, buf.Bytes()
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	for typ := KeyString; typ <= KeyBinary; typ++ {
+		t.Run(typ.String(), func(t *testing.T) {
+			src, clk, snap := snapshotSource(t, typ, 300)
+			// Restore ten minutes later: remaining TTLs shrink by that much.
+			clk.Add(10 * time.Minute)
+			dst, _ := newTestTable(t, Config{Type: typ, Expire: time.Hour}, Options{Node: "node-c", Now: clk.Now, Shards: 2})
+			n, err := dst.ReadSnapshot(bytes.NewReader(snap))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != 299 { // 300 stored, 1 deleted, 1 replicated one expired on the way; + 1 tombstone
+				t.Fatalf("restored %d records", n)
+			}
+			if got, want := dump(dst), dump(src); got != want {
+				t.Fatalf("restored state differs:\n%s\nwant\n%s", got, want)
+			}
+			e, _ := dst.Get(snapKeys[typ](0))
+			if want := clk.Now().Add(-10*time.Minute - 300*time.Second + time.Hour); !e.ExpiresAt.Equal(want) {
+				t.Fatalf("remaining TTL not kept: %v, want %v", e.ExpiresAt, want)
+			}
+			if e.Node != "node-a" || e.Version == 0 {
+				t.Fatalf("version lost: %+v", e)
+			}
+			if mv, mn := dst.ClearMark(); mv == 0 || mn != "node-a" {
+				t.Fatal("clear watermark lost")
+			}
+			if dst.Stats().Tombstones != 1 {
+				t.Fatal("tombstone lost")
+			}
+			// Restoring again is a no-op (merge, not append).
+			if n, err := dst.ReadSnapshot(bytes.NewReader(snap)); err != nil || n != 0 {
+				t.Fatalf("second restore: %d, %v", n, err)
+			}
+			// Later local writes are versioned above everything restored.
+			if e2 := mustStore(t, dst, snapKeys[typ](1), "new"); e2.Version <= src.eng.lastVersion() {
+				t.Fatal("restored versions not observed by the clock")
+			}
+		})
+	}
+}
+
+func TestSnapshotEmptyAndLarge(t *testing.T) {
+	empty, _ := newTestTable(t, Config{Type: KeyIP}, Options{})
+	var buf bytes.Buffer
+	if err := empty.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := empty.ReadSnapshot(&buf); n != 0 || err != nil {
+		t.Fatalf("empty snapshot: %d %v", n, err)
+	}
+	// Enough entries to span several frames.
+	_, _, snap := snapshotSource(t, KeyString, 20000)
+	dst, _ := newTestTable(t, Config{Type: KeyString, Expire: time.Hour}, Options{})
+	if n, err := dst.ReadSnapshot(bytes.NewReader(snap)); err != nil || n != 20000 || dst.Len() != 19999 {
+		t.Fatalf("large snapshot: %d %v", n, err)
+	}
+}
+
+func TestSnapshotKeyTypeAndLen(t *testing.T) {
+	_, _, snap := snapshotSource(t, KeyIP, 10)
+	other, _ := newTestTable(t, Config{Type: KeyIPv6}, Options{})
+	if n, err := other.ReadSnapshot(bytes.NewReader(snap)); !errors.Is(err, ErrKeyType) || n != 0 || other.Len() != 0 {
+		t.Fatalf("restore into another key type: %d %v", n, err)
+	}
+	// A shorter string Len truncates restored keys.
+	_, _, snap = snapshotSource(t, KeyString, 10)
+	short, _ := newTestTable(t, Config{Type: KeyString, Len: 7, Expire: time.Hour}, Options{})
+	if _, err := short.ReadSnapshot(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := short.Get("session-"); !ok || e.Key.String() != "session" {
+		t.Fatalf("truncated restore: %+v", e)
+	}
+}
+
+// TestSnapshotDamage truncates the snapshot at every length and flips
+// bytes throughout: every damaged snapshot must be refused with
+// ErrCorrupt, without panicking, leaving a consistent table that holds
+// nothing but entries of the original.
+func TestSnapshotDamage(t *testing.T) {
+	src, clk, snap := snapshotSource(t, KeyString, 40)
+	want := map[string]string{}
+	src.Range(func(e Entry) bool { want[e.Key.String()] = e.Server; return true })
+
+	try := func(what string, data []byte) {
+		t.Helper()
+		dst, _ := newTestTable(t, Config{Type: KeyString, Expire: time.Hour}, Options{Now: clk.Now})
+		_, err := dst.ReadSnapshot(bytes.NewReader(data))
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: got %v, want ErrCorrupt", what, err)
+		}
+		mustCheck(t, dst)
+		dst.Range(func(e Entry) bool {
+			if want[e.Key.String()] != e.Server {
+				t.Fatalf("%s: restored an entry that was never there: %+v", what, e)
+			}
+			return true
+		})
+	}
+	for n := range len(snap) {
+		try(fmt.Sprintf("truncated to %d", n), snap[:n])
+	}
+	for i := range snap {
+		bad := bytes.Clone(snap)
+		bad[i] ^= 0x20
+		try(fmt.Sprintf("byte %d flipped", i), bad)
+	}
+}
+
+func TestSnapshotReaderError(t *testing.T) {
+	_, _, snap := snapshotSource(t, KeyInteger, 10)
+	dst, _ := newTestTable(t, Config{Type: KeyInteger}, Options{})
+	boom := errors.New("disk on fire")
+	_, err := dst.ReadSnapshot(io.MultiReader(bytes.NewReader(snap[:20]), errReader{boom}))
+	if !errors.Is(err, boom) {
+		t.Fatalf("reader error not passed on: %v", err)
+	}
+	if err := dst.WriteSnapshot(errWriter{boom}); !errors.Is(err, boom) {
+		t.Fatalf("writer error not passed on: %v", err)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+type errWriter struct{ err error }
+
+func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
