@@ -78,6 +78,11 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.handles = make(map[string]*tableHandle, len(a.Tables))
+	if len(a.Tables) > 0 {
+		if err := registerTableMetrics(ctx.GetMetricsRegistry()); err != nil {
+			return err
+		}
+	}
 	if a.Persist != nil {
 		a.storage = newSnapshotStore(ctx, a.Persist)
 	}
@@ -115,7 +120,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			if err != nil {
 				return nil, err
 			}
-			h := &tableHandle{name: name, table: t, logger: a.logger}
+			h := &tableHandle{key: key, name: name, table: t, logger: a.logger}
 			if snap = loadSnap(); snap != nil {
 				if n, err := snap.restore(name, t); err != nil {
 					a.logger.Error("restoring table from snapshot", zap.String("table", name), zap.Error(err))
@@ -168,8 +173,8 @@ func (a *App) Stop() error {
 		return nil
 	}
 	last := false
-	for name, h := range a.handles {
-		if refs, _ := tablePool.References(poolKey(name, h.table.Config())); refs <= 1 {
+	for _, h := range a.handles {
+		if refs, _ := tablePool.References(h.key); refs <= 1 {
 			last = true
 		}
 	}
@@ -193,8 +198,8 @@ func (a *App) Cleanup() error {
 }
 
 func (a *App) releaseHandles() {
-	for name, h := range a.handles {
-		_, _ = tablePool.Delete(poolKey(name, h.table.Config()))
+	for _, h := range a.handles {
+		_, _ = tablePool.Delete(h.key)
 	}
 	a.handles = nil
 }

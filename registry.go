@@ -24,11 +24,19 @@ var drainRestored atomic.Bool
 // poolKey includes what a table cannot change in place: its key type and
 // length. Changing those gives a new, empty table.
 func poolKey(name string, cfg sticktable.Config) string {
-	return fmt.Sprintf("%s\x00%s\x00%d", name, cfg.Type, cfg.Len)
+	n := cfg.Len
+	if cfg.Type.HasLen() && n == 0 {
+		n = sticktable.DefaultLen
+	}
+	if !cfg.Type.HasLen() {
+		n = 0
+	}
+	return fmt.Sprintf("%s\x00%s\x00%d", name, cfg.Type, n)
 }
 
 // tableHandle is a pooled table.
 type tableHandle struct {
+	key    string // its key in tablePool
 	name   string
 	table  *sticktable.Table
 	peers  string

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,11 +25,13 @@ func loadExample(t *testing.T, path string, ports ...string) (string, map[string
 		mapped[p] = np
 		text = strings.ReplaceAll(text, ":"+p, fmt.Sprintf(":%d", np))
 		text = strings.ReplaceAll(text, "http_port "+p, fmt.Sprintf("http_port %d", np))
+		text = strings.ReplaceAll(text, "/127.0.0.1:"+p, fmt.Sprintf("/127.0.0.1:%d", np))
 	}
 	return text, mapped
 }
 
-// TestExamplesAdapt adapts every Caddyfile under examples/.
+// TestExamplesAdapt adapts every Caddyfile under examples/; the JSON
+// examples are loaded by their own tests.
 func TestExamplesAdapt(t *testing.T) {
 	files, err := filepath.Glob("../examples/*/Caddyfile")
 	if err != nil || len(files) == 0 {
@@ -82,5 +86,62 @@ func TestQuickstartExample(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Errorf("new users reached %d backends, want 3", len(seen))
+	}
+}
+
+func TestStickTableExample(t *testing.T) {
+	text, ports := loadExample(t, "../examples/stick-table/Caddyfile", "8080", "8081", "9101", "9102", "9103", "2019")
+	loadCaddy(t, adapt(t, text))
+	for i := 0; i < 6; i++ {
+		first := raw(t, ports["8080"], "GET", "/", "")
+		sid, ok := cookieValue(first.SetCookies, "JSESSIONID")
+		if !ok {
+			t.Fatalf("the demo app set no session: %v", first.SetCookies)
+		}
+		for j := 0; j < 4; j++ {
+			if r := raw(t, ports["8080"], "GET", "/", "JSESSIONID="+sid); r.Body != first.Body {
+				t.Fatalf("session %s from %q went to %q", sid, first.Body, r.Body)
+			}
+		}
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		a := as(t, ports["8081"], u, "").Body
+		for j := 0; j < 3; j++ {
+			if b := as(t, ports["8081"], u, "").Body; b != a {
+				t.Fatalf("%s moved from %q to %q", u, a, b)
+			}
+		}
+	}
+	// the admin API the README points at shows both tables
+	r, err := http.Get(fmt.Sprintf("http://localhost:%d/sticky/tables", ports["2019"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if !strings.Contains(string(body), `"sessions"`) || !strings.Contains(string(body), `"users"`) {
+		t.Errorf("admin tables: %s", body)
+	}
+}
+
+func TestJSONExample(t *testing.T) {
+	text, ports := loadExample(t, "../examples/json/sticky.json", "8080", "9201", "9202", "2019")
+	loadCaddy(t, []byte(text))
+	port := ports["8080"]
+	first := raw(t, port, "GET", "/", "")
+	v, ok := cookieValue(first.SetCookies, "SERVERID")
+	if !ok || (v != "a" && v != "b") {
+		t.Fatalf("cookie %q, %v", v, first.SetCookies)
+	}
+	for i := 0; i < 4; i++ {
+		if r := raw(t, port, "GET", "/", "SERVERID="+v); r.Body != first.Body {
+			t.Fatalf("cookie %s: %q then %q", v, first.Body, r.Body)
+		}
+	}
+	api := raw(t, port, "GET", "/api/x", "")
+	for i := 0; i < 4; i++ {
+		if r := raw(t, port, "GET", "/api/x", ""); r.Body != api.Body || r.Status != 200 {
+			t.Fatalf("client IP stickiness: %q then %q", api.Body, r.Body)
+		}
 	}
 }

@@ -1,0 +1,219 @@
+package sticky
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-sticky/sticky/internal/drain"
+)
+
+func newApp(t *testing.T, cfg string) (*App, func()) {
+	t.Helper()
+	app := new(App)
+	if err := json.Unmarshal([]byte(cfg), app); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := app.Provision(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return app, cancel
+}
+
+// reload runs the order Caddy uses: the new config is provisioned and
+// started before the old one stops and is cleaned up.
+func reload(t *testing.T, old *App, cfg string) *App {
+	t.Helper()
+	next, _ := newApp(t, cfg)
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	return next
+}
+
+func stop(t *testing.T, a *App) {
+	t.Helper()
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestZeroConfigAppDoesNothing(t *testing.T) {
+	app, cancel := newApp(t, `{}`)
+	defer cancel()
+	if _, err := app.StickTable("x"); err == nil || !strings.Contains(err.Error(), "no stick table named") {
+		t.Errorf("missing table error: %v", err)
+	}
+	stop(t, app)
+}
+
+func TestReloadKeepsEntriesAndAppliesSizeInPlace(t *testing.T) {
+	a, _ := newApp(t, `{"tables": {"s": {"type": "ip", "size": 100, "expire": 60000000000}}}`)
+	ta, _ := a.StickTable("s")
+	for i := 0; i < 50; i++ {
+		if _, err := ta.Store("10.0.0."+itoa(i), "web1:80"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := reload(t, a, `{"tables": {"s": {"type": "ip", "size": 20, "expire": 120000000000}}}`)
+	tb, _ := b.StickTable("s")
+	if tb != ta {
+		t.Fatal("a reload that keeps the key type must keep the same table")
+	}
+	if got := tb.Config(); got.Size != 20 || got.Expire != 2*time.Minute {
+		t.Errorf("size/expire not applied in place: %+v", got)
+	}
+	if tb.Len() != 20 {
+		t.Errorf("shrinking to 20 left %d entries", tb.Len())
+	}
+	stop(t, b)
+}
+
+func TestReloadWithNewTypeStartsEmptyAndRemovalDrops(t *testing.T) {
+	a, _ := newApp(t, `{"tables": {"s": {"type": "ip"}, "gone": {}}}`)
+	ta, _ := a.StickTable("s")
+	if _, err := ta.Store("10.0.0.1", "web1:80"); err != nil {
+		t.Fatal(err)
+	}
+	b := reload(t, a, `{"tables": {"s": {"type": "string"}}}`)
+	tb, _ := b.StickTable("s")
+	if tb == ta || tb.Len() != 0 {
+		t.Fatalf("type change must give a new empty table (same=%v, len=%d)", tb == ta, tb.Len())
+	}
+	if _, err := b.StickTable("gone"); err == nil {
+		t.Error("removed table still served")
+	}
+	if refs, ok := tablePool.References(poolKey("gone", ta.Config())); ok || refs != 0 {
+		t.Errorf("removed table still pooled (%d refs)", refs)
+	}
+	if registry.get("s") == nil || registry.get("s").table != tb {
+		t.Error("admin registry does not show the new config's table")
+	}
+	stop(t, b)
+	if registry.get("s") != nil {
+		t.Error("registry still lists tables after the last config stopped")
+	}
+}
+
+func TestPersistRoundTripWithDrain(t *testing.T) {
+	drain.Replace(nil)
+	defer drain.Replace(nil)
+	path := filepath.Join(t.TempDir(), "snap")
+	cfg := `{"persist": {"path": "` + path + `"}, "tables": {"a": {"type": "string"}, "b": {"type": "integer"}}}`
+	app, _ := newApp(t, cfg)
+	ta, _ := app.StickTable("a")
+	tb, _ := app.StickTable("b")
+	_, _ = ta.Store("alice", "web1:80")
+	_, _ = tb.Store("42", "web2:80")
+	drain.Set("web3:80", true)
+	stop(t, app)
+
+	drain.Replace(nil)
+	drainRestored.Store(false)
+	app2, _ := newApp(t, cfg)
+	ta2, _ := app2.StickTable("a")
+	tb2, _ := app2.StickTable("b")
+	if e, ok := ta2.Get("alice"); !ok || e.Server != "web1:80" {
+		t.Errorf("alice not restored: %+v %v", e, ok)
+	}
+	if e, ok := tb2.Get("42"); !ok || e.Server != "web2:80" {
+		t.Errorf("42 not restored: %+v %v", e, ok)
+	}
+	if !drain.Is("web3:80") {
+		t.Error("drain state not restored")
+	}
+	stop(t, app2)
+}
+
+func TestReloadDoesNotWriteSnapshot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snap")
+	cfg := `{"persist": {"path": "` + path + `"}, "tables": {"a": {}}}`
+	a, _ := newApp(t, cfg)
+	b := reload(t, a, cfg)
+	if _, err := readFileIfExists(path); err == nil {
+		t.Error("a reload wrote a snapshot; only a full stop should")
+	}
+	stop(t, b)
+	if _, err := readFileIfExists(path); err != nil {
+		t.Errorf("a full stop wrote no snapshot: %v", err)
+	}
+}
+
+func TestDecodeSnapshotFileRejectsGarbage(t *testing.T) {
+	for _, b := range [][]byte{nil, []byte("STKYSNAP"), []byte("STKYSNAP\x02"), []byte("NOTASNAP\x01"), append([]byte("STKYSNAP\x01\x00\x00\x00\x01\x00\x05"), 'a')} {
+		if _, err := decodeSnapshotFile(b); err == nil {
+			t.Errorf("accepted %q", b)
+		}
+	}
+}
+
+func FuzzDecodeSnapshotFile(f *testing.F) {
+	f.Add([]byte("STKYSNAP\x01\x00\x00\x00\x00\x00\x00\x00\x00"))
+	f.Add([]byte("STKYSNAP\x01\x00\x00\x00\x01\x00\x03a:1\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x02xy"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = decodeSnapshotFile(b)
+	})
+}
+
+func TestGlobalOptionCaddyfile(t *testing.T) {
+	in := `sticky {
+		table sessions {
+			type ip
+			size 1m
+			expire 30m
+			nopurge
+			peers cluster
+		}
+		table users {
+			type string len 64
+		}
+		table plain
+		persist /var/lib/caddy/sticky.snap
+	}`
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(app)
+	want := `{"tables":{"plain":{},"sessions":{"type":"ip","size":1048576,"expire":1800000000000,"nopurge":true,"peers":"cluster"},"users":{"type":"string","len":64}},"persist":{"path":"/var/lib/caddy/sticky.snap"}}`
+	if string(got) != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestGlobalOptionErrors(t *testing.T) {
+	cases := map[string]string{
+		"sticky {\n\ttable t {\n\t\ttype ip len 4\n\t}\n}":     "Testfile:3",
+		"sticky {\n\ttable t {\n\t\ttype blob\n\t}\n}":         "Testfile:3",
+		"sticky {\n\ttable t {\n\t\tsize lots\n\t}\n}":         "Testfile:3",
+		"sticky {\n\ttable t {\n\t\texpire soon\n\t}\n}":       "Testfile:3",
+		"sticky {\n\ttable t {\n\t\tcolour red\n\t}\n}":        "Testfile:3",
+		"sticky {\n\ttable t\n\ttable t\n}":                    "Testfile:3",
+		"sticky {\n\tbogus\n}":                                 "Testfile:2",
+		"sticky {\n\ttable t {\n\t\ttype string len 0\n\t}\n}": "Testfile:3",
+	}
+	for in, line := range cases {
+		app := new(App)
+		err := app.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
+		if err == nil || !strings.Contains(err.Error(), line) {
+			t.Errorf("%q: error %v, want one at %s", in, err, line)
+		}
+	}
+}

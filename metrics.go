@@ -1,0 +1,80 @@
+package sticky
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// tableCollector exports every published table's counters at scrape time.
+// It reads the process-wide registry, so one collector serves every config:
+// Caddy gives each config a new metrics registry and Provision registers
+// this same collector into it.
+type tableCollector struct{}
+
+var tableMetrics = tableCollector{}
+
+func tableDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc("caddy_sticky_table_"+name, help, []string{"table"}, nil)
+}
+
+var (
+	descEntries    = tableDesc("entries", "Entries in the stick table.")
+	descTombstones = tableDesc("tombstones", "Deletion markers kept so deletes replicate.")
+	descCapacity   = tableDesc("size", "Maximum entries (the table's size).")
+	descMatches    = prometheus.NewDesc("caddy_sticky_table_matches_total", "Key lookups in the table, by result.", []string{"table", "result"}, nil)
+	descStores     = tableDesc("stores_total", "Stores and pins that wrote or refreshed an entry.")
+	descEvictions  = tableDesc("evictions_total", "Live entries evicted to make room (least recently used first).")
+	descRefused    = tableDesc("refused_total", "New keys refused because a nopurge table was full.")
+	descExpired    = tableDesc("expired_total", "Expired entries reclaimed.")
+	descApplied    = tableDesc("remote_applied_total", "Changes from peers installed.")
+	descStale      = tableDesc("remote_stale_total", "Changes from peers ignored as older than what the table holds.")
+)
+
+// Describe sends the descriptors of every metric.
+func (tableCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEntries, descTombstones, descCapacity, descMatches, descStores, descEvictions, descRefused, descExpired, descApplied, descStale} {
+		ch <- d
+	}
+}
+
+// Collect reads each table's counters.
+func (tableCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, h := range registry.list() {
+		st := h.table.Stats()
+		name := h.name
+		gauge := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, name)
+		}
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{name}, labels...)...)
+		}
+		gauge(descEntries, float64(st.Entries))
+		gauge(descTombstones, float64(st.Tombstones))
+		gauge(descCapacity, float64(h.table.Config().Size))
+		counter(descMatches, st.Hits, "hit")
+		counter(descMatches, st.Misses, "miss")
+		counter(descMatches, st.Expired, "expired")
+		counter(descMatches, st.Invalid, "invalid")
+		counter(descMatches, st.Empty, "empty")
+		counter(descStores, st.Stores)
+		counter(descEvictions, st.Evictions)
+		counter(descRefused, st.Refused)
+		counter(descExpired, st.Reaped)
+		counter(descApplied, st.Applied)
+		counter(descStale, st.Stale)
+	}
+}
+
+func registerTableMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	if err := reg.Register(tableMetrics); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if !errors.As(err, &already) {
+			return err
+		}
+	}
+	return nil
+}
