@@ -141,7 +141,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 				a.releaseHandles()
 				return fmt.Errorf("table %s: %v", name, err)
 			}
-			// TODO(nopurge): h.table.SetNoPurge(cfg.NoPurge)
+			h.table.SetNoPurge(cfg.NoPurge)
 		} else if prev := registry.get(name); prev != nil && prev != h {
 			a.logger.Warn("table key type changed: the new table starts empty and the old one is dropped when the previous config stops",
 				zap.String("table", name),

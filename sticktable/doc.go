@@ -11,8 +11,8 @@
 // # Layout
 //
 // A table is split into a power-of-two number of shards (up to 64, chosen
-// from the size so every shard holds at least a thousand entries) selected
-// by a seeded hash of the key. Each shard has its own mutex, its own key
+// from the size so every shard holds at least 1024 entries; tables smaller
+// than 2048 have one) selected by a seeded hash of the key. Each shard has its own mutex, its own key
 // index (open addressing over 8-byte cells holding part of the hash and a
 // slot number) and its own slot arena: fixed-size pages of slots (32 bytes
 // for ip keys, 40 for integer, 48 for the others) linked into an LRU list
@@ -23,9 +23,14 @@
 // 102 with 32-byte string keys (HAProxy: about 243 for the latter).
 //
 // The size cap is split exactly across shards (the per-shard limits add up
-// to Size), so Len never exceeds Size. The cost is that eviction (or, with
-// NoPurge, refusal) starts when the key's own shard is full, which with
-// uniform hashing happens when the table as a whole is about 99% full.
+// to Size), so Len never exceeds Size and each shard evicts from its own
+// LRU list with no cross-shard coordination. The cost is that eviction
+// (or, with NoPurge, refusal) starts when the key's own shard is full:
+// with uniform hashing, when the table as a whole is about 98% full at a
+// million entries (about 92% at the minimum of 1024 entries per shard),
+// and the evicted entry is the least recently used of its shard, not of
+// the whole table. A global atomic count would make the cap exact but put
+// a contended atomic on every insert and need cross-shard eviction.
 //
 // # Expiry
 //
@@ -37,7 +42,23 @@
 // stops matching at once (every read checks the deadline), and its memory
 // is reclaimed incrementally: by the lookup that finds it, by a store that
 // needs a slot, and by a background reaper that frees at most a small batch
-// per shard per lock hold, never sweeping the table in one go.
+// per shard per lock hold, never sweeping the table in one go. Each tick
+// the reaper also moves a clock hand over a few slots per shard, catching
+// expired entries that are not at the cold end of their list (replicated
+// entries that arrived with little life left), and compacts a shard that
+// has shrunk to a quarter of its capacity, which gives the memory back.
+//
+// # Concurrency
+//
+// Match, Store and the other single-key operations lock one shard. Bulk
+// operations (Clear, ClearServer, Range, Entries, snapshots, Reconfigure,
+// reaping) work through a shard in batches of at most 128 slots per lock
+// hold and yield between batches, so a lookup never waits behind a whole
+// shard. Two operations hold a shard lock for longer, both bounded by one
+// shard: growing its key index (rehashing its cells, of the order of
+// 100µs for the 16K entries of a shard of a million-entry table, and only
+// while it fills) and compacting it (copying at most a quarter of its
+// capacity).
 //
 // # Replication support
 //

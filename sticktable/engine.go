@@ -191,7 +191,7 @@ func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) er
 		s.nodes.release(e.node)
 		s.unlink(i)
 	} else {
-		if !s.makeRoom(now, !t.nopurge) {
+		if !s.makeRoom(now, !t.nopurge.Load()) {
 			s.servers.release(srv)
 			s.c.refused.Add(1)
 			s.mu.Unlock()
@@ -356,7 +356,7 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 		s.nodes.release(e.node)
 		s.unlink(i)
 	} else {
-		if !s.makeRoom(now, !t.nopurge) {
+		if !s.makeRoom(now, !t.nopurge.Load()) {
 			s.servers.release(srv)
 			s.nodes.release(node)
 			s.mu.Unlock()

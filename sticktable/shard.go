@@ -30,7 +30,7 @@ const (
 	// reapBatch is smaller: reclaiming touches cold slots, index cells
 	// and key bytes, several cache misses each, and a lookup that lands on
 	// the shard being reaped waits for the whole batch.
-	reapBatch = 32
+	reapBatch = 16
 	// sweepBatch is how many slots per shard the reaper's clock hand
 	// checks per tick, catching expired entries that are not at the tail
 	// of their list (remote entries with a short remaining life).

@@ -38,7 +38,7 @@ type Options struct {
 type Table struct {
 	typ     KeyType
 	keyLen  int
-	nopurge bool
+	nopurge atomic.Bool
 	nowFn   func() time.Time
 	seed    maphash.Seed
 	fseed   uint64
@@ -98,18 +98,18 @@ func NewWithOptions(cfg Config, opts Options) (*Table, error) {
 		return nil, err
 	}
 	t := &Table{
-		typ:     cfg.Type,
-		keyLen:  cfg.Len,
-		nopurge: cfg.NoPurge,
-		nowFn:   opts.Now,
-		seed:    maphash.MakeSeed(),
-		fseed:   rand.Uint64(),
-		stop:    make(chan struct{}),
+		typ:    cfg.Type,
+		keyLen: cfg.Len,
+		nowFn:  opts.Now,
+		seed:   maphash.MakeSeed(),
+		fseed:  rand.Uint64(),
+		stop:   make(chan struct{}),
 	}
 	t.clock.now = opts.Now
 	t.reanchor()
 	t.setExpiry(cfg.Expire, cfg.Retention)
 	t.size.Store(int64(cfg.Size))
+	t.nopurge.Store(cfg.NoPurge)
 	node := opts.Node
 	t.node.Store(&node)
 	t.SetOnChange(opts.OnChange)
@@ -293,7 +293,7 @@ func (t *Table) Config() Config {
 		Type:      t.typ,
 		Size:      int(t.size.Load()),
 		Expire:    time.Duration(t.expire.Load()),
-		NoPurge:   t.nopurge,
+		NoPurge:   t.nopurge.Load(),
 		Retention: time.Duration(t.retention.Load()),
 	}
 	if t.typ.HasLen() {
@@ -334,6 +334,11 @@ func (t *Table) Reconfigure(size int, expire time.Duration) error {
 	t.eng.resize(size, now)
 	return nil
 }
+
+// SetNoPurge switches between evicting the least recently used entries
+// when full and refusing new keys, in place: a reload that only changes
+// nopurge keeps every entry.
+func (t *Table) SetNoPurge(on bool) { t.nopurge.Store(on) }
 
 // Len returns the number of entries (not tombstones), read without
 // locking; it never exceeds Size.

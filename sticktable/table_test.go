@@ -557,3 +557,30 @@ func TestSlotSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestSetNoPurgeInPlace(t *testing.T) {
+	tb, err := NewWithOptions(Config{Type: KeyInteger, Size: 2}, Options{ReapInterval: -1, Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	for _, k := range []string{"1", "2"} {
+		if _, err := tb.Store(k, "s:1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb.SetNoPurge(true)
+	if !tb.Config().NoPurge {
+		t.Fatal("Config does not report nopurge")
+	}
+	if _, err := tb.Store("3", "s:1"); err != ErrFull {
+		t.Fatalf("full nopurge table took a new key: %v", err)
+	}
+	tb.SetNoPurge(false)
+	if _, err := tb.Store("3", "s:1"); err != nil {
+		t.Fatalf("purging table refused a new key: %v", err)
+	}
+	if _, ok := tb.Get("1"); ok {
+		t.Error("the least recently used key should have been evicted")
+	}
+}
