@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bufio"
+	"math/rand/v2"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -85,14 +86,34 @@ func (b *backend) seenCookies() []string {
 	return append([]string(nil), b.cookies...)
 }
 
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
+
+// freePort returns a port free on all interfaces (Caddy binds ":port").
+// It picks below the kernel's ephemeral range (32768 and up), where the
+// source ports of our own outgoing connections cannot take it between this
+// check and Caddy's bind, and never returns a port twice in one process.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for i := 0; i < 1000; i++ {
+		p := 20000 + rand.IntN(12000)
+		if portsUsed[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsUsed[p] = true
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port found")
+	return 0
 }
 
 // adapt turns a Caddyfile into JSON, failing the test on errors.
@@ -193,6 +214,11 @@ func (c *client) do(t testing.TB, method, path string, hdr map[string]string) re
 		req.Header.Set(k, v)
 	}
 	res, err := c.http.Do(req)
+	if err != nil && method == http.MethodGet {
+		// a keep-alive connection closed by a config reload: retry once,
+		// as a browser does for an idempotent request
+		res, err = c.http.Do(req)
+	}
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
