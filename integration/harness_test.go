@@ -4,11 +4,11 @@ package integration
 
 import (
 	"bufio"
-	"math/rand/v2"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
