@@ -57,7 +57,7 @@ func TestQuickstartExample(t *testing.T) {
 	loadCaddy(t, adapt(t, text))
 	port := ports["8080"]
 
-	first := raw(t, port, "GET", "/", "")
+	first := curl(t, port, "/", "")
 	value, ok := cookieValue(first.SetCookies, "SERVERID")
 	if !ok || !strings.HasPrefix(value, "web") {
 		t.Fatalf("no SERVERID cookie: %v", first.SetCookies)
@@ -70,6 +70,9 @@ func TestQuickstartExample(t *testing.T) {
 	}
 	c := newClient(t, port)
 	home := c.get(t, "/").Body
+	if !strings.HasPrefix(home, "web") {
+		t.Fatalf("got %q, want a demo backend's answer", home)
+	}
 	for i := 0; i < 5; i++ {
 		r := c.do(t, "GET", "/", map[string]string{})
 		if r.Body != home {
@@ -82,7 +85,7 @@ func TestQuickstartExample(t *testing.T) {
 	// round_robin spreads new users over all three demo backends
 	seen := map[string]bool{}
 	for i := 0; i < 6; i++ {
-		seen[strings.Fields(raw(t, port, "GET", "/", "").Body)[0]] = true
+		seen[strings.Fields(curl(t, port, "/", "").Body)[0]] = true
 	}
 	if len(seen) != 3 {
 		t.Errorf("new users reached %d backends, want 3", len(seen))
@@ -93,19 +96,22 @@ func TestStickTableExample(t *testing.T) {
 	text, ports := loadExample(t, "../examples/stick-table/Caddyfile", "8080", "8081", "9101", "9102", "9103", "2019")
 	loadCaddy(t, adapt(t, text))
 	for i := 0; i < 6; i++ {
-		first := raw(t, ports["8080"], "GET", "/", "")
+		first := curl(t, ports["8080"], "/", "")
 		sid, ok := cookieValue(first.SetCookies, "JSESSIONID")
-		if !ok {
+		if !ok || !strings.HasPrefix(first.Body, "web") {
 			t.Fatalf("the demo app set no session: %v", first.SetCookies)
 		}
 		for j := 0; j < 4; j++ {
-			if r := raw(t, ports["8080"], "GET", "/", "JSESSIONID="+sid); r.Body != first.Body {
+			if r := curl(t, ports["8080"], "/", "JSESSIONID="+sid); r.Body != first.Body {
 				t.Fatalf("session %s from %q went to %q", sid, first.Body, r.Body)
 			}
 		}
 	}
 	for _, u := range []string{"alice", "bob", "carol"} {
 		a := as(t, ports["8081"], u, "").Body
+		if !strings.HasPrefix(a, "web") {
+			t.Fatalf("%s got %q, want a demo backend's answer", u, a)
+		}
 		for j := 0; j < 3; j++ {
 			if b := as(t, ports["8081"], u, "").Body; b != a {
 				t.Fatalf("%s moved from %q to %q", u, a, b)
@@ -128,20 +134,43 @@ func TestJSONExample(t *testing.T) {
 	text, ports := loadExample(t, "../examples/json/sticky.json", "8080", "9201", "9202", "2019")
 	loadCaddy(t, []byte(text))
 	port := ports["8080"]
-	first := raw(t, port, "GET", "/", "")
+	first := curl(t, port, "/", "")
 	v, ok := cookieValue(first.SetCookies, "SERVERID")
-	if !ok || (v != "a" && v != "b") {
+	if !ok || (v != "a" && v != "b") || !strings.HasSuffix(first.Body, "answered\n") {
 		t.Fatalf("cookie %q, %v", v, first.SetCookies)
 	}
 	for i := 0; i < 4; i++ {
-		if r := raw(t, port, "GET", "/", "SERVERID="+v); r.Body != first.Body {
+		if r := curl(t, port, "/", "SERVERID="+v); r.Body != first.Body {
 			t.Fatalf("cookie %s: %q then %q", v, first.Body, r.Body)
 		}
 	}
-	api := raw(t, port, "GET", "/api/x", "")
+	api := curl(t, port, "/api/x", "")
+	if !strings.HasSuffix(api.Body, "answered\n") {
+		t.Fatalf("api answered %q", api.Body)
+	}
 	for i := 0; i < 4; i++ {
-		if r := raw(t, port, "GET", "/api/x", ""); r.Body != api.Body || r.Status != 200 {
+		if r := curl(t, port, "/api/x", ""); r.Body != api.Body || r.Status != 200 {
 			t.Fatalf("client IP stickiness: %q then %q", api.Body, r.Body)
 		}
 	}
+}
+
+// curl requests http://localhost:<port><path> as the README's curl lines
+// do: the Host header is localhost, not 127.0.0.1.
+func curl(t *testing.T, port int, path, cookie string) response {
+	t.Helper()
+	req, err := http.NewRequest("GET", fmt.Sprintf("http://localhost:%d%s", port, path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return response{Status: res.StatusCode, Body: string(body), Header: res.Header, SetCookies: res.Header.Values("Set-Cookie")}
 }
