@@ -424,7 +424,7 @@ func (s *StickyCookie) checkValue(idx *serverIndex, pool reverseproxy.UpstreamPo
 		fresh = !refresh
 		firstSeen = parsed.FirstSeen
 	}
-	rec = idx.lookupValue(parsed.Server, pool)
+	rec = s.lookupValue(idx, parsed.Server, pool)
 	if rec == nil {
 		s.debug("persistence cookie names no server of the pool", value)
 		return nil, OutcomeInvalid, firstSeen, false

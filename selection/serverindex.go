@@ -79,15 +79,28 @@ func (s *StickyCookie) newRecord(dial string, pos int) *serverRecord {
 }
 
 // lookupValue finds the upstream a cookie value names in the current pool.
-func (idx *serverIndex) lookupValue(value string, pool reverseproxy.UpstreamPool) *serverRecord {
-	rec := idx.byValue[maphash.String(valueSeed, value)]
-	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.value), []byte(value)) != 1 {
-		return nil
-	}
-	if rec.pos >= len(pool) || pool[rec.pos].Dial != rec.dial {
-		return nil
+// A known value whose upstream is no longer where the index says means the
+// pool changed (reordered, or a member replaced, under the same size): the
+// index is rebuilt from the current pool once and asked again.
+func (s *StickyCookie) lookupValue(idx *serverIndex, value string, pool reverseproxy.UpstreamPool) *serverRecord {
+	rec, moved := idx.find(value, pool)
+	if moved {
+		rec, _ = s.rebuild(pool).find(value, pool)
 	}
 	return rec
+}
+
+// find returns the record of value if it is at its recorded position in
+// pool; moved reports a known value found elsewhere or nowhere.
+func (idx *serverIndex) find(value string, pool reverseproxy.UpstreamPool) (rec *serverRecord, moved bool) {
+	rec = idx.byValue[maphash.String(valueSeed, value)]
+	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.value), []byte(value)) != 1 {
+		return nil, false
+	}
+	if rec.pos >= len(pool) || pool[rec.pos].Dial != rec.dial {
+		return nil, true
+	}
+	return rec, false
 }
 
 // recordFor returns the record of an upstream the fallback chose.
@@ -197,16 +210,24 @@ func (p *StickTable) rebuildIndex(pool reverseproxy.UpstreamPool) *dialIndex {
 }
 
 // lookup returns the upstream of pool whose dial address is server, or nil.
-func (idx *dialIndex) lookup(pool reverseproxy.UpstreamPool, server string) *reverseproxy.Upstream {
+func (p *StickTable) lookup(idx *dialIndex, pool reverseproxy.UpstreamPool, server string) *reverseproxy.Upstream {
 	if i, ok := idx.pos[server]; ok && i < len(pool) && pool[i].Dial == server {
 		return pool[i]
 	}
-	// Not where the index says: either the server left the pool (the user
-	// is redispatched and re-stuck, so this happens once per such user) or
-	// the pool changed under the same size.
-	for _, up := range pool {
+	if _, known := idx.pos[server]; known {
+		// the pool changed under the same size: index it again
+		if i, ok := p.rebuildIndex(pool).pos[server]; ok {
+			return pool[i]
+		}
+		return nil
+	}
+	// A server the index never saw: gone from the pool (the user is
+	// redispatched and re-stuck, so this costs once per such user), or
+	// new in a pool that changed under the same size.
+	for i, up := range pool {
 		if up.Dial == server {
-			return up
+			p.rebuildIndex(pool)
+			return pool[i]
 		}
 	}
 	return nil

@@ -234,7 +234,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		entry, outcome := p.table.MatchKey(key)
 		switch outcome {
 		case sticktable.OutcomeHit:
-			up := idx.lookup(pool, entry.Server)
+			up := p.lookup(idx, pool, entry.Server)
 			switch {
 			case up == nil:
 				// the server is gone from the pool: redispatch
