@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -29,12 +30,17 @@ type App struct {
 	// Stick tables by name.
 	Tables map[string]*TableConfig `json:"tables,omitempty"`
 
+	// Peer groups by name: other Caddy instances this one replicates
+	// tables with. A table names its group in its `peers` field.
+	Peers map[string]*peers.Config `json:"peers,omitempty"`
+
 	// Keep tables across full restarts: on stop, a snapshot of every table
 	// (and of the drained servers) is written, and read back when a table
 	// is created at start. Absent: no snapshot.
 	Persist *PersistConfig `json:"persist,omitempty"`
 
 	handles map[string]*tableHandle
+	groups  map[string]*groupHandle
 	logger  *zap.Logger
 	storage snapshotStore
 }
@@ -78,7 +84,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.handles = make(map[string]*tableHandle, len(a.Tables))
-	if len(a.Tables) > 0 {
+	if len(a.Tables) > 0 || len(a.Peers) > 0 {
 		if err := registerTableMetrics(ctx.GetMetricsRegistry()); err != nil {
 			return err
 		}
@@ -154,6 +160,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if snap = loadSnap(); snap != nil && !drainRestored.Swap(true) {
 		restoreDrain(snap)
 	}
+	if err := a.provisionPeers(ctx); err != nil {
+		a.releaseGroups()
+		a.releaseHandles()
+		return err
+	}
 	return nil
 }
 
@@ -193,6 +204,7 @@ func (a *App) Stop() error {
 // more is closed.
 func (a *App) Cleanup() error {
 	registry.forget(a)
+	a.releaseGroups()
 	a.releaseHandles()
 	return nil
 }

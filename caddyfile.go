@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
+	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -24,6 +25,13 @@ func init() {
 //			expire <duration>
 //			nopurge
 //			peers <group>
+//		}
+//		peers <group> {
+//			name <node name>
+//			bind <host:port>
+//			advertise <host:port>
+//			join <host:port>...
+//			secret <base64 key>     # repeatable: extra ones are old keys, still accepted
 //		}
 //		persist [<file>]
 //	}
@@ -54,6 +62,22 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if err := a.parseTable(d); err != nil {
 					return err
 				}
+			case "peers":
+				if !d.NextArg() {
+					return d.Errf("peers needs a group name")
+				}
+				name := d.Val()
+				if a.Peers == nil {
+					a.Peers = map[string]*peers.Config{}
+				}
+				if _, dup := a.Peers[name]; dup {
+					return d.Errf("peers %s defined twice", name)
+				}
+				cfg := new(peers.Config)
+				if err := cfg.UnmarshalCaddyfile(d); err != nil {
+					return err
+				}
+				a.Peers[name] = cfg
 			case "persist":
 				if a.Persist != nil {
 					return d.Errf("persist specified twice")

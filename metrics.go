@@ -29,11 +29,20 @@ var (
 	descExpired    = tableDesc("expired_total", "Expired entries reclaimed.")
 	descApplied    = tableDesc("remote_applied_total", "Changes from peers installed.")
 	descStale      = tableDesc("remote_stale_total", "Changes from peers ignored as older than what the table holds.")
+
+	descPeerMembers  = prometheus.NewDesc("caddy_sticky_peers_members", "Live members of the peer group, this node included.", []string{"group"}, nil)
+	descPeerUpdates  = prometheus.NewDesc("caddy_sticky_peers_updates_total", "Table changes sent to and received from peers.", []string{"group", "direction"}, nil)
+	descPeerMessages = prometheus.NewDesc("caddy_sticky_peers_messages_total", "Replication messages sent and received.", []string{"group", "direction"}, nil)
+	descPeerBytes    = prometheus.NewDesc("caddy_sticky_peers_bytes_total", "Replication payload bytes sent and received.", []string{"group", "direction"}, nil)
+	descPeerErrors   = prometheus.NewDesc("caddy_sticky_peers_errors_total", "Refused peer messages (decode), changes the table refused (apply), failed sends (send), local changes dropped from a full queue (dropped).", []string{"group", "kind"}, nil)
+	descPeerSyncs    = prometheus.NewDesc("caddy_sticky_peers_sync_rounds_total", "Anti-entropy transfers started by this node.", []string{"group"}, nil)
+	descPeerLag      = prometheus.NewDesc("caddy_sticky_peers_lag_seconds", "Moving average of how long a member's changes take to arrive here.", []string{"group", "member"}, nil)
 )
 
 // Describe sends the descriptors of every metric.
 func (tableCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEntries, descTombstones, descCapacity, descMatches, descStores, descEvictions, descRefused, descExpired, descApplied, descStale} {
+	for _, d := range []*prometheus.Desc{descEntries, descTombstones, descCapacity, descMatches, descStores, descEvictions, descRefused, descExpired, descApplied, descStale,
+		descPeerMembers, descPeerUpdates, descPeerMessages, descPeerBytes, descPeerErrors, descPeerSyncs, descPeerLag} {
 		ch <- d
 	}
 }
@@ -63,6 +72,28 @@ func (tableCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descExpired, st.Reaped)
 		counter(descApplied, st.Applied)
 		counter(descStale, st.Stale)
+	}
+	for _, h := range groups.list() {
+		st := h.group.Stats()
+		g := h.name
+		c := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{g}, labels...)...)
+		}
+		ch <- prometheus.MustNewConstMetric(descPeerMembers, prometheus.GaugeValue, float64(st.Members), g)
+		c(descPeerUpdates, st.UpdatesSent, "sent")
+		c(descPeerUpdates, st.UpdatesReceived, "received")
+		c(descPeerMessages, st.MessagesSent, "sent")
+		c(descPeerMessages, st.MessagesReceived, "received")
+		c(descPeerBytes, st.BytesSent, "sent")
+		c(descPeerBytes, st.BytesReceived, "received")
+		c(descPeerErrors, st.DecodeErrors, "decode")
+		c(descPeerErrors, st.ApplyErrors, "apply")
+		c(descPeerErrors, st.SendErrors, "send")
+		c(descPeerErrors, st.Dropped, "dropped")
+		c(descPeerSyncs, st.SyncRounds)
+		for _, m := range h.group.Members() {
+			ch <- prometheus.MustNewConstMetric(descPeerLag, prometheus.GaugeValue, m.Lag.Seconds(), g, m.Name)
+		}
 	}
 }
 

@@ -33,12 +33,12 @@ func loadExample(t *testing.T, path string, ports ...string) (string, map[string
 // TestExamplesAdapt adapts every Caddyfile under examples/; the JSON
 // examples are loaded by their own tests.
 func TestExamplesAdapt(t *testing.T) {
-	files, err := filepath.Glob("../examples/*/Caddyfile")
+	files, err := filepath.Glob("../examples/*/*Caddyfile")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples found: %v", err)
 	}
 	for _, f := range files {
-		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
+		t.Run(filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), func(t *testing.T) {
 			src, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

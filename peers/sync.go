@@ -1,0 +1,197 @@
+package peers
+
+import (
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/cespare/xxhash/v2"
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+)
+
+// Anti-entropy. A digest exchange (memberlist push/pull, or a direct
+// request after Attach) gives each side the other's bucket sums; each
+// side then sends the other the entries of the buckets that differ. Apply
+// keeps the higher version on both sides, so after one exchange both
+// hold the union, newest version per key, whichever side was behind.
+
+// requestDigests starts a digest exchange for a newly attached table
+// with one random member, sending ours with flagReply. One is enough: the
+// members agree with each other, and asking all of them would have each
+// send the same entries. Periodic anti-entropy covers the rest.
+func (g *Group) requestDigests(a *attachment) {
+	targets := g.targets()
+	if len(targets) == 0 {
+		return
+	}
+	t := targets[rand.IntN(len(targets))]
+	d := digest{flags: flagReply, sender: g.cfg.Name, addr: g.addr, tables: []tableDigest{a.digest()}}
+	if err := g.ml.SendReliable(t, d.encode(nil)); err != nil {
+		g.st.sendErrors.Add(1)
+		g.log.Debug("digest request failed", zap.String("to", t.Name), zap.Error(err))
+		return
+	}
+	a.exchanged.Store(true)
+}
+
+// handleDigest compares a member's digest with ours and sends it the
+// entries of every bucket that differs (and our digest first if asked).
+func (g *Group) handleDigest(d *digest) {
+	if d.sender == g.cfg.Name {
+		return
+	}
+	target := g.resolve(d.sender, d.addr)
+	if target == nil {
+		g.refuse("digest", nil)
+		return
+	}
+	var reply digest
+	if d.flags&flagReply != 0 {
+		reply = digest{sender: g.cfg.Name, addr: g.addr}
+	}
+	for i := range d.tables {
+		rd := &d.tables[i]
+		a := g.attachment(rd.name)
+		if a == nil {
+			continue
+		}
+		ld := a.recentDigest(time.Second)
+		if d.flags&flagReply != 0 {
+			reply.tables = append(reply.tables, ld)
+		}
+		var diff [Buckets]bool
+		n := 0
+		for j := range ld.buckets {
+			if ld.buckets[j] != rd.buckets[j] {
+				diff[j] = true
+				n++
+			}
+		}
+		mark := ld.markVersion != 0 &&
+			sticktable.CompareVersions(ld.markVersion, ld.markNode, rd.markVersion, rd.markNode) > 0
+		if n > 0 || mark {
+			g.startSync(target, a, &diff, mark)
+		}
+	}
+	if d.flags&flagReply != 0 && len(reply.tables) > 0 {
+		if err := g.ml.SendReliable(target, reply.encode(nil)); err != nil {
+			g.st.sendErrors.Add(1)
+			g.log.Debug("digest reply failed", zap.String("to", target.Name), zap.Error(err))
+		}
+	}
+}
+
+// resolve finds a member by name, falling back to the address it
+// advertised in its digest (a joining node may not be in our list yet).
+func (g *Group) resolve(name, addr string) *memberlist.Node {
+	for _, n := range g.ml.Members() {
+		if n.Name == name {
+			return n
+		}
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	p, err := strconv.ParseUint(port, 10, 16)
+	if ip == nil || err != nil {
+		return nil
+	}
+	return &memberlist.Node{Name: name, Addr: ip, Port: uint16(p)}
+}
+
+// startSync streams the entries of the differing buckets to target in
+// the background, so memberlist's push/pull handler is not held up.
+func (g *Group) startSync(target *memberlist.Node, a *attachment, diff *[Buckets]bool, mark bool) {
+	// One transfer per member and table at a time: a second digest
+	// arriving while the first transfer runs (join plus attach, or a slow
+	// transfer overlapping the next round) would mostly resend the same
+	// entries; whatever it alone would have sent, the next round sends.
+	key := target.Name + "\x00" + a.name
+	g.mu.Lock()
+	if g.syncing[key] {
+		g.mu.Unlock()
+		return
+	}
+	g.syncing[key] = true
+	g.mu.Unlock()
+	g.spawn(func() {
+		defer func() {
+			g.mu.Lock()
+			delete(g.syncing, key)
+			g.mu.Unlock()
+		}()
+		select {
+		case g.syncSem <- struct{}{}:
+		case <-g.stop:
+			return
+		}
+		defer func() { <-g.syncSem }()
+		g.st.syncRounds.Add(1)
+		g.sendBuckets(target, a, diff, mark)
+	})
+}
+
+func (g *Group) sendBuckets(target *memberlist.Node, a *attachment, diff *[Buckets]bool, mark bool) {
+	enc := newBatchEncoder(a.name, g.cfg.Name, a.enc.fixed, flagSync, syncLimit)
+	var buf, kb []byte
+	total := 0
+	ok := true
+	send := func() {
+		n := enc.count
+		buf = enc.finish(buf[:0])
+		// A transient failure (a busy peer, a timeout) should not leave
+		// the rest of the transfer to the next round, seconds away.
+		for try := 0; ; try++ {
+			if g.sendTo(target, buf, n, true) {
+				total += n
+				return
+			}
+			if try == 2 {
+				ok = false
+				return
+			}
+			select {
+			case <-g.stop:
+				ok = false
+				return
+			case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
+			}
+		}
+	}
+	a.t.RangeChanges(func(c sticktable.Change) bool {
+		select {
+		case <-g.stop:
+			return false
+		default:
+		}
+		if c.Op == sticktable.OpClear {
+			if !mark {
+				return true
+			}
+		} else {
+			kb = c.Key.AppendBytes(kb[:0])
+			if !diff[xxhash.Sum64(kb)>>56] {
+				return true
+			}
+		}
+		if !enc.add(&c) {
+			send()
+			enc.add(&c)
+		}
+		return ok
+	})
+	if ok && enc.count > 0 {
+		send()
+	}
+	g.st.syncEntries.Add(uint64(total))
+	log := g.log.Debug
+	if total >= 1000 {
+		log = g.log.Info // a node catching up: worth seeing in the log
+	}
+	log("anti-entropy sent", zap.String("table", a.name), zap.String("to", target.Name), zap.Int("entries", total))
+}

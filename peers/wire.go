@@ -1,0 +1,458 @@
+package peers
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddy-sticky/sticky/sticktable"
+)
+
+// Wire format. Every message starts with a type byte; all integers are
+// unsigned LEB128 varints (signed ones zigzag) unless noted, strings are a
+// varint length then bytes. Messages travel inside memberlist's encrypted
+// user messages, so they carry no checksum or authentication of their own.
+//
+// Batch (msgBatch), one table's changes:
+//
+//	u8 type=1, u8 flags (flagSync: sent by anti-entropy, not live)
+//	str table, varint fixedKeyLen (0: keys are length-prefixed)
+//	varint nNames, nNames × str   (dictionary of node and server names;
+//	                               names[0] is the sender)
+//	varint baseVersion, varint count, count × entry
+//
+// entry:
+//
+//	u8 op
+//	key      (not for clear): fixedKeyLen bytes, or varint len + bytes
+//	server   (store, refresh, pin): varint index into names
+//	node     varint index into names
+//	version  zigzag varint, difference from baseVersion
+//	ttl      (not for clear): varint milliseconds remaining
+//
+// With ip or integer keys an update costs 13 to 20 bytes; the dictionary
+// makes server and node names one byte each however long they are.
+//
+// Digest (msgDigest), carried by push/pull and by direct requests:
+//
+//	u8 type=2, u8 flags (flagReply: answer with your own digest)
+//	str sender name, str sender address (host:port)
+//	varint nTables, nTables × (str name, varint clearVersion,
+//	                           str clearNode, 256 × u64 little-endian)
+
+// Message types, flags and the limits decoders enforce.
+const (
+	msgBatch  = 1
+	msgDigest = 2
+
+	flagSync  = 1 // batch: anti-entropy repair, not a live change
+	flagReply = 1 // digest: the receiver should answer with its digest
+
+	// Buckets is the number of digest buckets per table.
+	Buckets = 256
+
+	maxNameLen   = 255   // node and table names
+	maxServerLen = 1024  // server identities in a batch dictionary
+	maxAddrLen   = 300   // host:port in a digest
+	maxNames     = 4096  // dictionary entries in one batch
+	maxKeyLen    = 65535 // sticktable.MaxLen
+	maxFixedKey  = 16    // ipv6
+	maxTables    = 1024  // tables in one digest
+	minEntryLen  = 3     // op, node, version: a clear, the smallest entry
+	bucketsBytes = Buckets * 8
+	maxBatchLen  = 1 << 20 // 4 × syncLimit; a single change with the largest key fits
+)
+
+var errShort = errors.New("truncated message")
+
+// reader decodes with bounds checks; the first error sticks, so callers
+// check once at the end and a hostile message can never index out of
+// range or make it allocate more than the message's own size.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf(format, args...)
+	}
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.err = errShort
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// bytes returns the next n bytes, a view into the message.
+func (r *reader) bytes(n uint64) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errShort
+		return nil
+	}
+	out := r.b[:n:n]
+	r.b = r.b[n:]
+	return out
+}
+
+// str reads a string of at most max bytes.
+func (r *reader) str(max int, what string) string {
+	n := r.uvarint()
+	if n > uint64(max) {
+		r.fail("%s of %d bytes exceeds %d", what, n, max)
+		return ""
+	}
+	return string(r.bytes(n))
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// batchEncoder builds batch messages of at most limit bytes for one table.
+type batchEncoder struct {
+	table  string
+	sender string
+	fixed  int // key length for fixed-size key types, else 0
+	flags  byte
+	limit  int
+
+	names    []string
+	index    map[string]int
+	namesLen int // encoded size of the dictionary
+	base     uint64
+	count    int
+	body     []byte
+}
+
+func newBatchEncoder(table, sender string, fixed int, flags byte, limit int) *batchEncoder {
+	e := &batchEncoder{table: table, sender: sender, fixed: fixed, flags: flags, limit: limit, index: map[string]int{}}
+	e.reset()
+	return e
+}
+
+func (e *batchEncoder) reset() {
+	clear(e.index)
+	e.names = e.names[:0]
+	e.namesLen = 0
+	e.count = 0
+	e.body = e.body[:0]
+	e.base = 0
+	e.name(e.sender)
+}
+
+func (e *batchEncoder) name(s string) int {
+	if i, ok := e.index[s]; ok {
+		return i
+	}
+	i := len(e.names)
+	e.names = append(e.names, s)
+	e.index[s] = i
+	e.namesLen += uvarintLen(uint64(len(s))) + len(s)
+	return i
+}
+
+func (e *batchEncoder) headerLen() int {
+	return 2 + uvarintLen(uint64(len(e.table))) + len(e.table) + uvarintLen(uint64(e.fixed)) +
+		uvarintLen(uint64(len(e.names))) + e.namesLen + uvarintLen(e.base) + uvarintLen(uint64(e.count))
+}
+
+// add appends one change. It returns false, leaving the batch as it was,
+// when the change would push a non-empty batch past the limit; the caller
+// then finishes the batch and adds the change to a fresh one. A change
+// whose names or key cannot travel is dropped (returns true): peers
+// would refuse it anyway.
+func (e *batchEncoder) add(c *sticktable.Change) bool {
+	if len(c.Node) > maxServerLen || len(c.Server) > maxServerLen {
+		return true
+	}
+	if e.count == 0 {
+		e.base = c.Version
+	}
+	bodyMark, nNames, namesLen := len(e.body), len(e.names), e.namesLen
+	e.body = append(e.body, byte(c.Op))
+	if c.Op != sticktable.OpClear {
+		e.body = c.Key.AppendBytes(e.body)
+		klen := len(e.body) - bodyMark - 1
+		if klen == 0 || klen > maxKeyLen || (e.fixed != 0 && klen != e.fixed) {
+			e.body = e.body[:bodyMark]
+			return true
+		}
+		if e.fixed == 0 {
+			// Insert the length prefix before the key bytes.
+			var tmp [binary.MaxVarintLen64]byte
+			p := binary.PutUvarint(tmp[:], uint64(klen))
+			e.body = append(e.body, tmp[:p]...)
+			copy(e.body[bodyMark+1+p:], e.body[bodyMark+1:bodyMark+1+klen])
+			copy(e.body[bodyMark+1:], tmp[:p])
+		}
+	}
+	switch c.Op {
+	case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin:
+		e.body = binary.AppendUvarint(e.body, uint64(e.name(c.Server)))
+	}
+	e.body = binary.AppendUvarint(e.body, uint64(e.name(c.Node)))
+	e.body = binary.AppendVarint(e.body, int64(c.Version-e.base))
+	if c.Op != sticktable.OpClear {
+		e.body = binary.AppendUvarint(e.body, uint64(max(c.TTL, 0)/time.Millisecond))
+	}
+	e.count++
+	if e.count > 1 && e.headerLen()+len(e.body) > e.limit || len(e.names) > maxNames {
+		e.count--
+		e.body = e.body[:bodyMark]
+		for _, s := range e.names[nNames:] {
+			delete(e.index, s)
+		}
+		e.names, e.namesLen = e.names[:nNames], namesLen
+		return false
+	}
+	return true
+}
+
+// finish appends the encoded batch to dst and resets the encoder.
+func (e *batchEncoder) finish(dst []byte) []byte {
+	dst = append(dst, msgBatch, e.flags)
+	dst = appendStr(dst, e.table)
+	dst = binary.AppendUvarint(dst, uint64(e.fixed))
+	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
+	for _, s := range e.names {
+		dst = appendStr(dst, s)
+	}
+	dst = binary.AppendUvarint(dst, e.base)
+	dst = binary.AppendUvarint(dst, uint64(e.count))
+	dst = append(dst, e.body...)
+	e.reset()
+	return dst
+}
+
+// rawChange is a decoded entry; key is a view into the message.
+type rawChange struct {
+	op      sticktable.Op
+	key     []byte
+	server  int
+	node    int
+	version uint64
+	ttl     time.Duration
+}
+
+// batch is a decoded batch message.
+type batch struct {
+	flags   byte
+	table   string
+	fixed   int
+	names   []string
+	base    uint64
+	changes []rawChange
+}
+
+// decodeBatch decodes and fully validates a batch message, so a message
+// is applied entirely or not at all.
+func decodeBatch(msg []byte) (*batch, error) {
+	if len(msg) > maxBatchLen {
+		// Decoded entries take more memory than their bytes; bounding
+		// the input bounds that too, whatever memberlist lets through.
+		return nil, fmt.Errorf("batch of %d bytes exceeds %d", len(msg), maxBatchLen)
+	}
+	r := reader{b: msg}
+	if r.byte() != msgBatch {
+		return nil, errors.New("not a batch")
+	}
+	b := &batch{flags: r.byte()}
+	b.table = r.str(maxNameLen, "table name")
+	fixed := r.uvarint()
+	if fixed > maxFixedKey {
+		r.fail("fixed key length %d", fixed)
+	}
+	b.fixed = int(fixed)
+	n := r.uvarint()
+	if r.err == nil && (n == 0 || n > maxNames || n > uint64(len(r.b))) {
+		r.fail("bad dictionary size %d", n)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	b.names = make([]string, 0, n)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		b.names = append(b.names, r.str(maxServerLen, "name"))
+	}
+	b.base = r.uvarint()
+	count := r.uvarint()
+	if r.err == nil && (count == 0 || count > uint64(len(r.b)/minEntryLen)) {
+		r.fail("bad entry count %d for %d bytes", count, len(r.b))
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	b.changes = make([]rawChange, count)
+	for i := range b.changes {
+		c := &b.changes[i]
+		c.op = sticktable.Op(r.byte())
+		switch c.op {
+		case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin, sticktable.OpDelete:
+			kl := uint64(b.fixed)
+			if kl == 0 {
+				kl = r.uvarint()
+				if r.err == nil && (kl == 0 || kl > maxKeyLen) {
+					r.fail("bad key length %d", kl)
+				}
+			}
+			c.key = r.bytes(kl)
+		case sticktable.OpClear:
+		default:
+			r.fail("unknown op %d", c.op)
+		}
+		c.server = -1
+		switch c.op {
+		case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin:
+			c.server = int(min(r.uvarint(), uint64(len(b.names))))
+			if c.server >= len(b.names) {
+				r.fail("server index out of range")
+			}
+		}
+		c.node = int(min(r.uvarint(), uint64(len(b.names))))
+		if c.node >= len(b.names) {
+			r.fail("node index out of range")
+		}
+		c.version = b.base + uint64(r.varint())
+		if c.version == 0 {
+			r.fail("zero version")
+		}
+		if c.op != sticktable.OpClear {
+			ms := r.uvarint()
+			if ms > uint64(100*365*24*time.Hour/time.Millisecond) {
+				r.fail("ttl out of range")
+			}
+			c.ttl = time.Duration(ms) * time.Millisecond
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", len(r.b))
+	}
+	return b, nil
+}
+
+// sender is the name of the node that sent the batch.
+func (b *batch) sender() string { return b.names[0] }
+
+// tableDigest summarizes one table: its Clear watermark and the bucket
+// sums of its entries and tombstones.
+type tableDigest struct {
+	name        string
+	markVersion uint64
+	markNode    string
+	buckets     [Buckets]uint64
+}
+
+// digest is a decoded digest message.
+type digest struct {
+	flags  byte
+	sender string
+	addr   string
+	tables []tableDigest
+}
+
+func (d *digest) encode(dst []byte) []byte {
+	dst = append(dst, msgDigest, d.flags)
+	dst = appendStr(dst, d.sender)
+	dst = appendStr(dst, d.addr)
+	dst = binary.AppendUvarint(dst, uint64(len(d.tables)))
+	for i := range d.tables {
+		t := &d.tables[i]
+		dst = appendStr(dst, t.name)
+		dst = binary.AppendUvarint(dst, t.markVersion)
+		dst = appendStr(dst, t.markNode)
+		for _, s := range t.buckets {
+			dst = binary.LittleEndian.AppendUint64(dst, s)
+		}
+	}
+	return dst
+}
+
+func decodeDigest(msg []byte) (*digest, error) {
+	r := reader{b: msg}
+	if r.byte() != msgDigest {
+		return nil, errors.New("not a digest")
+	}
+	d := &digest{flags: r.byte()}
+	d.sender = r.str(maxNameLen, "sender")
+	d.addr = r.str(maxAddrLen, "address")
+	n := r.uvarint()
+	if r.err == nil && (n > maxTables || n > uint64(len(r.b)/(bucketsBytes+3))) {
+		r.fail("bad table count %d", n)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	d.tables = make([]tableDigest, n)
+	for i := range d.tables {
+		t := &d.tables[i]
+		t.name = r.str(maxNameLen, "table name")
+		t.markVersion = r.uvarint()
+		t.markNode = r.str(maxServerLen, "node")
+		raw := r.bytes(bucketsBytes)
+		if r.err != nil {
+			return nil, r.err
+		}
+		for j := range t.buckets {
+			t.buckets[j] = binary.LittleEndian.Uint64(raw[8*j:])
+		}
+	}
+	if d.sender == "" {
+		return nil, errors.New("digest without sender")
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", len(r.b))
+	}
+	return d, nil
+}
