@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -18,16 +19,26 @@ func loadExample(t *testing.T, path string, ports ...string) (string, map[string
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(src)
 	mapped := map[string]int{}
 	for _, p := range ports {
-		np := freePort(t)
-		mapped[p] = np
-		text = strings.ReplaceAll(text, ":"+p, fmt.Sprintf(":%d", np))
-		text = strings.ReplaceAll(text, "http_port "+p, fmt.Sprintf("http_port %d", np))
-		text = strings.ReplaceAll(text, "/127.0.0.1:"+p, fmt.Sprintf("/127.0.0.1:%d", np))
+		mapped[p] = freePort(t)
 	}
-	return text, mapped
+	return replacePorts(string(src), mapped), mapped
+}
+
+var portRef = regexp.MustCompile(`(:|http_port )(\d+)\b`)
+
+// replacePorts rewrites every port reference of the example (":8080",
+// "http_port 8080") found in ports, in one pass, so a new port can never
+// be rewritten again by a later replacement.
+func replacePorts(text string, ports map[string]int) string {
+	return portRef.ReplaceAllStringFunc(text, func(m string) string {
+		sub := portRef.FindStringSubmatch(m)
+		if p, ok := ports[sub[2]]; ok {
+			return fmt.Sprintf("%s%d", sub[1], p)
+		}
+		return m
+	})
 }
 
 // TestExamplesAdapt adapts every Caddyfile under examples/; the JSON

@@ -423,3 +423,82 @@ func TestPeersWrongSecretGetsNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestPeersExample runs examples/peers as the README says: the backends
+// and three nodes, each its own Caddy process, and checks that a user stuck
+// through one node is sent to the same backend by the others.
+func TestPeersExample(t *testing.T) {
+	bin := caddyCommand(t)
+	ports := map[string]int{}
+	for _, p := range []string{"2019", "2020", "2021", "8081", "8082", "8083", "7946", "7947", "7948", "9301", "9302", "9303"} {
+		ports[p] = freePort(t)
+	}
+	load := func(file string) string {
+		src, err := os.ReadFile(filepath.Join("../examples/peers", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return replacePorts(string(src), ports)
+	}
+	t.Setenv("STICKY_PEERS_SECRET", testSecret)
+
+	backends := &node{name: "backends", dir: t.TempDir()}
+	t.Cleanup(func() { backends.stop(false) })
+	backends.startNoAdmin(t, bin, load("backends.Caddyfile"), ports["9301"])
+
+	var nodes []*node
+	for i := 1; i <= 3; i++ {
+		n := &node{
+			name:      fmt.Sprintf("node%d", i),
+			httpPort:  ports[fmt.Sprint(8080+i)],
+			adminPort: ports[fmt.Sprint(2018+i)],
+			dir:       t.TempDir(),
+		}
+		t.Cleanup(func() { n.stop(false) })
+		n.start(t, bin, load(fmt.Sprintf("node%d.Caddyfile", i)))
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		n := n
+		eventually(t, 20*time.Second, n.name+" sees two live peers", func() bool { return aliveCount(n.peers(t)) == 2 })
+	}
+	for i := 0; i < 12; i++ {
+		u := fmt.Sprintf("visitor%d", i)
+		first := nodes[i%3].request(t, u).Body
+		if !strings.HasSuffix(first, "answered\n") {
+			t.Fatalf("%s got %q", u, first)
+		}
+		for _, n := range nodes {
+			n := n
+			eventually(t, 10*time.Second, u+" known on "+n.name, func() bool { return n.entries(t)[u] != "" })
+			if got := n.request(t, u).Body; got != first {
+				t.Fatalf("%s: %q through node%d, %q through %s", u, first, i%3+1, got, n.name)
+			}
+		}
+	}
+}
+
+// startNoAdmin starts a Caddy without an admin endpoint and waits for port.
+func (n *node) startNoAdmin(t *testing.T, bin, caddyfile string, port int) {
+	t.Helper()
+	path := filepath.Join(n.dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), runAsCaddyEnv+"=1", "XDG_CONFIG_HOME="+n.dir, "XDG_DATA_HOME="+n.dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.cmd, n.cancel, n.done = cmd, cancel, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(n.done) }()
+	eventually(t, 30*time.Second, "backends listening", func() bool {
+		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return true
+	})
+}
