@@ -185,3 +185,56 @@ func TestNoVarsMeansNoDecision(t *testing.T) {
 		t.Fatal("no upstream")
 	}
 }
+
+func TestSetCookieAttributes(t *testing.T) {
+	pool := newPool(1)
+	s := provisionedCookie(t, `{"name": "SRV", "domain": "example.com", "path": "/app", "max_age": 43200000000000,
+		"httponly": true, "samesite": "none", "attrs": ["Partitioned"], "servers": {"10.0.0.1:8080": "web1"}}`)
+	r := newRequest("")
+	s.Select(pool, r, httptest.NewRecorder())
+	want := "SRV=web1; Path=/app; Domain=example.com; Max-Age=43200; HttpOnly; Secure; SameSite=None; Partitioned"
+	if got := decisionOf(r, s).setCookie; got != want {
+		t.Errorf("Set-Cookie\n got %s\nwant %s", got, want)
+	}
+	// explicit secure off without SameSite=None, over plain HTTP
+	s = provisionedCookie(t, `{"secure": false, "servers": {"10.0.0.1:8080": "web1"}}`)
+	r = newRequest("")
+	s.Select(pool, r, httptest.NewRecorder())
+	if got := decisionOf(r, s).setCookie; got != "SERVERID=web1; Path=/" {
+		t.Errorf("defaults: %s", got)
+	}
+	// secure forced on, plain HTTP
+	s = provisionedCookie(t, `{"secure": true}`)
+	r = newRequest("")
+	s.Select(pool, r, httptest.NewRecorder())
+	if got := decisionOf(r, s).setCookie; !strings.HasSuffix(got, "; Secure") {
+		t.Errorf("secure on: %s", got)
+	}
+}
+
+func TestPostOnlyAndPreserveOnResponse(t *testing.T) {
+	pool := newPool(1)
+	s := provisionedCookie(t, `{"postonly": true}`)
+	r := newRequest("")
+	s.Select(pool, r, httptest.NewRecorder())
+	vars := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	res := &http.Response{StatusCode: 200, Header: http.Header{}}
+	s.onResponse(vars, r, res)
+	if len(res.Header["Set-Cookie"]) != 0 {
+		t.Errorf("postonly inserted on GET: %v", res.Header["Set-Cookie"])
+	}
+	r.Method = http.MethodPost
+	s.onResponse(vars, r, res)
+	if len(res.Header["Set-Cookie"]) != 1 {
+		t.Errorf("postonly did not insert on POST: %v", res.Header["Set-Cookie"])
+	}
+	p := provisionedCookie(t, `{"preserve": true}`)
+	r = newRequest("")
+	p.Select(pool, r, httptest.NewRecorder())
+	vars = r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	res = &http.Response{StatusCode: 200, Header: http.Header{"Set-Cookie": {"SERVERID=; Max-Age=0"}}}
+	p.onResponse(vars, r, res)
+	if got := res.Header["Set-Cookie"]; len(got) != 1 || got[0] != "SERVERID=; Max-Age=0" {
+		t.Errorf("preserve: %v", got)
+	}
+}
