@@ -2,8 +2,9 @@ package sticky
 
 import (
 	"fmt"
-	"reflect"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,6 +20,7 @@ var groupPool = caddy.NewUsagePool()
 
 // groupHandle is a pooled peer group.
 type groupHandle struct {
+	key    string
 	name   string
 	cfg    peers.Config
 	group  *peers.Group
@@ -46,12 +48,13 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 		if cfg == nil {
 			return fmt.Errorf("peers %s: empty configuration (a secret is required)", name)
 		}
-		val, loaded, err := groupPool.LoadOrNew(name, func() (caddy.Destructor, error) {
+		key := groupKey(name, cfg)
+		val, loaded, err := groupPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 			g, err := peers.NewGroup(*cfg, a.logger.Named("peers").With(zap.String("group", name)))
 			if err != nil {
 				return nil, err
 			}
-			h := &groupHandle{name: name, cfg: *cfg, group: g, logger: a.logger}
+			h := &groupHandle{key: key, name: name, cfg: *cfg, group: g, logger: a.logger}
 			groups.add(h)
 			return h, nil
 		})
@@ -60,13 +63,14 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 		}
 		h := val.(*groupHandle)
 		a.groups[name] = h
-		if loaded && !reflect.DeepEqual(h.cfg, *cfg) {
-			// Sockets and membership belong to the running group; tearing
-			// it down inside a reload would make every peer see this node
-			// leave and come back, and the new config cannot bind while the
-			// old one still runs.
-			a.logger.Warn("peer group configuration changed; the running group keeps its settings until Caddy restarts",
-				zap.String("group", name))
+		if loaded && !slices.Equal(h.cfg.Secrets, cfg.Secrets) {
+			// key rotation: the running group takes the new keys in place
+			if err := h.group.SetSecrets(cfg.Secrets); err != nil {
+				a.releaseGroups()
+				return fmt.Errorf("peers %s: %v", name, err)
+			}
+			h.cfg.Secrets = append([]string(nil), cfg.Secrets...)
+			a.logger.Info("peer group keys updated", zap.String("group", name), zap.Int("keys", len(cfg.Secrets)))
 		}
 	}
 	for name, h := range a.handles {
@@ -92,10 +96,18 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 }
 
 func (a *App) releaseGroups() {
-	for name := range a.groups {
-		_, _ = groupPool.Delete(name)
+	for _, h := range a.groups {
+		_, _ = groupPool.Delete(h.key)
 	}
 	a.groups = nil
+}
+
+// groupKey is what a running group cannot change: its name, node name and
+// sockets. A reload that keeps them keeps the group (secrets are updated in
+// place; join only matters when a node starts); a reload that changes them
+// starts a new group, and the old one leaves when the old config stops.
+func groupKey(name string, cfg *peers.Config) string {
+	return strings.Join([]string{name, cfg.Name, cfg.Bind, cfg.Advertise}, "\x00")
 }
 
 // groups lists the running groups for the admin API and metrics, read at

@@ -217,3 +217,63 @@ func TestGlobalOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerGroupReloadSemantics(t *testing.T) {
+	s1 := "MDEyMzQ1Njc4OWFiY2RlZg==" // 16 bytes
+	s2 := "ZmVkY2JhOTg3NjU0MzIxMA=="
+	port := freeUDPTCPPort(t)
+	cfg := func(bind string, secrets ...string) string {
+		b, _ := json.Marshal(secrets)
+		return `{"peers": {"c": {"name": "n1", "bind": "` + bind + `", "secrets": ` + string(b) + `}},
+			"tables": {"t": {"peers": "c"}}}`
+	}
+	bind := "127.0.0.1:" + itoa(port)
+	a, _ := newApp(t, cfg(bind, s1))
+	ga := a.groups["c"].group
+	if got := ga.Tables(); len(got) != 1 || got[0] != "t" {
+		t.Fatalf("attached tables: %v", got)
+	}
+	b := reload(t, a, cfg(bind, s2, s1))
+	if b.groups["c"].group != ga {
+		t.Fatal("a secret change must keep the running group (same sockets, same members)")
+	}
+	if got := b.groups["c"].cfg.Secrets; len(got) != 2 || got[0] != s2 {
+		t.Errorf("secrets not updated in place: %v", got)
+	}
+	other := "127.0.0.1:" + itoa(freeUDPTCPPort(t))
+	c := reload(t, b, cfg(other, s2))
+	if c.groups["c"].group == ga {
+		t.Error("a bind change must start a new group")
+	}
+	if got := peerGroupsStatus().([]peerGroupStatus); len(got) != 1 || got[0].Address == "" {
+		t.Errorf("after the old config stopped, /sticky/peers shows %+v", got)
+	}
+	stop(t, c)
+	if got := peerGroupsStatus().([]peerGroupStatus); len(got) != 0 {
+		t.Errorf("groups still listed after the last config stopped: %+v", got)
+	}
+}
+
+func TestTableNamingUnknownGroupFails(t *testing.T) {
+	app := new(App)
+	_ = json.Unmarshal([]byte(`{"tables": {"t": {"peers": "nope"}}}`), app)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := app.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), `no peer group named "nope"`) {
+		t.Errorf("error %v", err)
+	}
+	if _, ok := tablePool.References(poolKey("t", sticktableConfigString())); ok {
+		t.Error("a failed provision must release its tables")
+	}
+}
+
+func TestPeerGroupWithoutSecretFails(t *testing.T) {
+	app := new(App)
+	_ = json.Unmarshal([]byte(`{"peers": {"c": {"bind": "127.0.0.1:0"}}}`), app)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := app.Provision(ctx); err == nil || !strings.Contains(err.Error(), "secret is required") {
+		t.Errorf("error %v", err)
+	}
+}

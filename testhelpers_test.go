@@ -1,10 +1,37 @@
 package sticky
 
 import (
+	"net"
 	"os"
 	"strconv"
+	"testing"
+
+	"github.com/caddy-sticky/sticky/sticktable"
 )
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func readFileIfExists(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// freeUDPTCPPort returns a port free for both TCP and UDP on 127.0.0.1,
+// as a peer group binds both.
+func freeUDPTCPPort(t *testing.T) int {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for TCP and UDP")
+	return 0
+}
+
+func sticktableConfigString() sticktable.Config { return sticktable.Config{} }

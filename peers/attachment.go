@@ -20,6 +20,8 @@ type attachment struct {
 	// a push/pull or a request). A table attached while the join was in
 	// flight may have missed both; the join loop then asks for it.
 	exchanged atomic.Bool
+	// synced is set once an anti-entropy transfer for the table arrived.
+	synced atomic.Bool
 
 	mu      sync.Mutex
 	pending []sticktable.Change
@@ -170,37 +172,44 @@ func (a *attachment) recycle(s []sticktable.Change) {
 	a.mu.Unlock()
 }
 
-// recentDigest returns the last digest if the table has not changed since
-// (no local change, no applied remote one) and it is younger than maxAge,
+// recentDigest returns the last digest if it has the wanted bucket bits
+// (0: whatever suits the table), the table has not changed since (no
+// local change, no applied remote one) and it is younger than maxAge;
 // else a fresh one. In a push/pull memberlist asks for our state
 // (LocalState) and hands us theirs (MergeRemoteState) moments later;
 // reusing the first walk halves the cost of a round on a big table (a
-// million entries take ~160 ms). Only expiries can make the reused digest
-// differ from a fresh one, and they only make a round send a few
+// million entries take ~100 ms). Only expiries can make the reused
+// digest differ from a fresh one, and they only make a round send a few
 // entries that are gone (nothing, then).
-func (a *attachment) recentDigest(maxAge time.Duration) tableDigest {
+func (a *attachment) recentDigest(bits uint8, maxAge time.Duration) tableDigest {
 	a.digestMu.Lock()
-	if a.cached != nil && a.cachedGen == a.generation.Load() && time.Since(a.cachedAt) < maxAge {
-		d := *a.cached
+	if c := a.cached; c != nil && (bits == 0 || c.bits == bits) &&
+		a.cachedGen == a.generation.Load() && time.Since(a.cachedAt) < maxAge {
+		d := *c
 		a.digestMu.Unlock()
 		return d
 	}
 	a.digestMu.Unlock()
-	return a.digest()
+	return a.digest(bits)
 }
 
-// digest summarizes the table for anti-entropy.
-func (a *attachment) digest() tableDigest {
+// digest summarizes the table for anti-entropy, with 2^bits buckets (0:
+// chosen from the table's size).
+func (a *attachment) digest(bits uint8) tableDigest {
+	if bits == 0 {
+		st := a.t.Stats()
+		bits = bucketBitsFor(st.Entries + st.Tombstones)
+	}
 	gen := a.generation.Load() // before the walk: a change during it invalidates
-	td := a.walkDigest()
+	td := a.walkDigest(bits)
 	a.digestMu.Lock()
 	a.cached, a.cachedAt, a.cachedGen = &td, time.Now(), gen
 	a.digestMu.Unlock()
 	return td
 }
 
-func (a *attachment) walkDigest() tableDigest {
-	td := tableDigest{name: a.name}
+func (a *attachment) walkDigest(bits uint8) tableDigest {
+	td := tableDigest{name: a.name, bits: bits, buckets: make([]uint64, 1<<bits)}
 	var kb []byte
 	a.t.RangeChanges(func(c sticktable.Change) bool {
 		if c.Op == sticktable.OpClear {
@@ -209,7 +218,7 @@ func (a *attachment) walkDigest() tableDigest {
 		}
 		kb = c.Key.AppendBytes(kb[:0])
 		kh := xxhash.Sum64(kb)
-		td.buckets[kh>>56] += entryHash(kh, &c)
+		td.buckets[bucketOf(kh, bits)] += entryHash(kh, &c)
 		return true
 	})
 	return td

@@ -79,6 +79,11 @@ type testNode struct {
 
 // cluster starts n connected nodes, each with a "sessions" table.
 func cluster(tb testing.TB, n int, typ sticktable.KeyType, size int, o options) []*testNode {
+	return clusterWith(tb, n, typ, size, func(string) options { return o })
+}
+
+// clusterWith is cluster with options per node name.
+func clusterWith(tb testing.TB, n int, typ sticktable.KeyType, size int, opts func(name string) options) []*testNode {
 	tb.Helper()
 	nodes := make([]*testNode, n)
 	for i := range nodes {
@@ -86,7 +91,8 @@ func cluster(tb testing.TB, n int, typ sticktable.KeyType, size int, o options) 
 		if i > 0 {
 			join = []string{nodes[0].g.Addr()}
 		}
-		g := startNode(tb, fmt.Sprintf("node%d", i+1), join, o, testSecret)
+		name := fmt.Sprintf("node%d", i+1)
+		g := startNode(tb, name, join, opts(name), testSecret)
 		t := newTable(tb, typ, size)
 		g.Attach("sessions", t)
 		nodes[i] = &testNode{g: g, t: t}
@@ -271,6 +277,14 @@ func TestRestartCatchUp(t *testing.T) {
 	})
 	nodes[2].g.Close()
 	waitFor(t, 10*time.Second, "leave", func() bool { return a.g.ml.NumMembers() == 2 })
+	waitFor(t, 10*time.Second, "node3 listed as left", func() bool {
+		for _, m := range a.g.Members() {
+			if m.Name == "node3" {
+				return m.State == "left"
+			}
+		}
+		return false
+	})
 
 	restart := func(tbl *sticktable.Table, want int) uint64 {
 		before := wireBytes(a.g, b.g)
@@ -310,6 +324,11 @@ func TestPartitionHeal(t *testing.T) {
 	// Wait until the others have declared c failed, so healing needs
 	// reconnection, not just delivery.
 	waitFor(t, 30*time.Second, "failure detection", func() bool { return a.g.ml.NumMembers() == 2 })
+	for _, m := range a.g.Members() {
+		if m.Name == "node3" && m.State != "dead" {
+			t.Fatalf("partitioned node listed as %q", m.State)
+		}
+	}
 	fill(a.t, 0, 200)   // c misses these
 	fill(c.t, 1000, 50) // the others miss these
 	a.t.Store("both", "from-a")

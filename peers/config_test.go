@@ -121,3 +121,49 @@ func TestSkewedClockLaterWriteWins(t *testing.T) {
 		return serverOf(ta, "user") == "second" && serverOf(tb, "user") == "second"
 	})
 }
+
+// TestSetSecretsRotatesInPlace walks the three-reload rotation on running
+// groups: add the new key, move it first, drop the old one. Replication
+// keeps working at every step, and a node still sending with a key the
+// others dropped is cut off.
+func TestSetSecretsRotatesInPlace(t *testing.T) {
+	a := startNode(t, "a", nil, testOpts(), testSecret)
+	b := startNode(t, "b", []string{a.Addr()}, testOpts(), testSecret)
+	ta, tb := newTable(t, sticktable.KeyString, 100), newTable(t, sticktable.KeyString, 100)
+	a.Attach("s", ta)
+	b.Attach("s", tb)
+	waitFor(t, 20*time.Second, "membership", func() bool { return a.ml.NumMembers() == 2 && b.ml.NumMembers() == 2 })
+	step := func(name string, secretsA, secretsB []string) {
+		t.Helper()
+		if err := a.SetSecrets(secretsA); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SetSecrets(secretsB); err != nil {
+			t.Fatal(err)
+		}
+		ka, kb := "a-"+name, "b-"+name
+		ta.Store(ka, "srv1")
+		tb.Store(kb, "srv2")
+		waitFor(t, 10*time.Second, "replication after "+name, func() bool {
+			return serverOf(tb, ka) == "srv1" && serverOf(ta, kb) == "srv2"
+		})
+	}
+	step("add", []string{testSecret, otherSecret}, []string{testSecret, otherSecret})
+	step("switch", []string{otherSecret, testSecret}, []string{otherSecret, testSecret})
+	step("drop", []string{otherSecret}, []string{otherSecret})
+	if n := len(a.keyring.GetKeys()); n != 1 {
+		t.Fatalf("a keeps %d keys after dropping the old one", n)
+	}
+	if err := a.SetSecrets(nil); err == nil {
+		t.Error("an empty secret list must be refused")
+	}
+	// b goes back to the old key alone: a no longer accepts it
+	if err := b.SetSecrets([]string{testSecret}); err != nil {
+		t.Fatal(err)
+	}
+	tb.Store("b-stale-key", "srv2")
+	time.Sleep(2 * time.Second)
+	if serverOf(ta, "b-stale-key") != "" {
+		t.Error("a accepted a change sent with a key it dropped")
+	}
+}

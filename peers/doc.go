@@ -11,9 +11,9 @@
 //     live member. Loss is repaired by anti-entropy, so no per-message
 //     acknowledgements or retransmissions are needed.
 //   - Anti-entropy and catch-up: memberlist's periodic push/pull (and the
-//     push/pull of a join) carries a digest of each table: 256 buckets by
-//     key hash, each an order-independent sum of hashes of (key, version,
-//     node) of its entries and tombstones. Each side then streams to the
+//     push/pull of a join) carries a digest of each table: 16 to 4096
+//     buckets (by table size) by key hash, each an order-independent sum
+//     of hashes of (key, version, node) of its entries and tombstones. Each side then streams to the
 //     other, over memberlist's reliable (TCP) channel, only the entries of
 //     the buckets that differ. A node that restarts, or returns from a
 //     partition, catches up without anyone restarting and without whole

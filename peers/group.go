@@ -42,9 +42,9 @@ const (
 	// reconnectFor is how long a failed member is retried before it is
 	// forgotten.
 	reconnectFor = 24 * time.Hour
-	// followUpDelay is when a joining or attaching node checks its
-	// tables against a member again; long enough for the first exchange
-	// of a typical table to have finished.
+	// followUpDelay is when a node that joined checks the tables that
+	// got no transfer against a member again; long enough for the first
+	// exchange of a typical table to have finished.
 	followUpDelay = 2 * time.Second
 )
 
@@ -63,12 +63,14 @@ type options struct {
 // reloads (the app keeps it in a pool); tables are attached and detached
 // as configs come and go.
 type Group struct {
-	cfg  Config
-	log  *zap.Logger
-	opts options
-	ml   *memberlist.Memberlist
-	tr   *transport
-	addr string // advertised host:port
+	cfg Config
+	// keyring is memberlist's, kept so secrets rotate without a restart
+	keyring *memberlist.Keyring
+	log     *zap.Logger
+	opts    options
+	ml      *memberlist.Memberlist
+	tr      *transport
+	addr    string // advertised host:port
 
 	mu     sync.RWMutex
 	tables map[string]*attachment
@@ -106,6 +108,7 @@ type peerState struct {
 	since time.Time // when state last changed, under Group.mu
 
 	lastContact              atomic.Int64 // unix nanoseconds
+	leaving                  atomic.Bool  // it said it is leaving on purpose
 	updatesSent, updatesRecv atomic.Uint64
 	bytesSent, bytesRecv     atomic.Uint64
 	lag                      atomic.Int64 // nanoseconds, moving average
@@ -241,6 +244,7 @@ func newGroup(cfg Config, logger *zap.Logger, o options) (*Group, error) {
 		return nil, fmt.Errorf("peers: %v", err)
 	}
 	mc.Keyring = kr
+	g.keyring = kr
 	// Refuse anything that is not encrypted with one of our keys.
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
@@ -321,7 +325,7 @@ func (g *Group) joinLoop() {
 					g.requestDigests(a)
 				}
 			}
-			g.followUp(nil)
+			g.followUp()
 			return
 		}
 		if g.ml.NumMembers() > 1 {
@@ -395,12 +399,53 @@ func (g *Group) Close() error {
 		g.spawnMu.Unlock()
 		close(g.stop)
 		g.wg.Wait()
+		bye := encodeLeave(g.cfg.Name)
+		for _, t := range g.targets() {
+			g.ml.SendBestEffort(t, bye)
+		}
 		if e := g.ml.Leave(2 * time.Second); e != nil {
 			g.log.Debug("leave", zap.Error(e))
 		}
 		err = g.ml.Shutdown()
 	})
 	return err
+}
+
+// SetSecrets replaces the group's keys in place, for rotation through a
+// config reload: new keys are accepted first, then the primary (the first
+// secret) is switched, then keys no longer listed are dropped. The group's
+// sockets and membership are untouched. The usual rotation is three
+// reloads on every node: add the new key as an extra secret, move it
+// first, remove the old one.
+func (g *Group) SetSecrets(secrets []string) error {
+	c := Config{Secrets: secrets}
+	keys, err := c.keys()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := g.keyring.AddKey(k); err != nil {
+			return fmt.Errorf("peers: %v", err)
+		}
+	}
+	if err := g.keyring.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("peers: %v", err)
+	}
+	keep := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		keep[string(k)] = true
+	}
+	for _, k := range g.keyring.GetKeys() {
+		if !keep[string(k)] {
+			if err := g.keyring.RemoveKey(k); err != nil {
+				return fmt.Errorf("peers: %v", err)
+			}
+		}
+	}
+	g.mu.Lock()
+	g.cfg.Secrets = append([]string(nil), secrets...)
+	g.mu.Unlock()
+	return nil
 }
 
 // Attach replicates t through the group under tableName, which must be
@@ -429,31 +474,33 @@ func (g *Group) Attach(tableName string, t *sticktable.Table) {
 	// Members that joined before this table existed here have not
 	// exchanged digests for it: ask them now instead of waiting for the
 	// next anti-entropy round.
-	g.spawn(func() { g.requestDigests(a) })
-	g.followUp(a)
+	g.spawn(func() {
+		// A join's push/pull may already have carried the new table's
+		// digest; a second exchange would only cost another digest.
+		if !a.exchanged.Load() {
+			g.requestDigests(a)
+		}
+	})
 }
 
-// followUp runs one more digest exchange a moment after a join or an
-// attach (for a, or for every table if a is nil). The first exchange can
-// miss: a table attached while the join's push/pull was in flight, a
-// transfer cut by a peer busy past memberlist's timeouts. Without this,
-// such a node would wait for a periodic round (30 s by default) to catch
-// up; with it, the cost when all went well is one digest each way.
-func (g *Group) followUp(a *attachment) {
+// followUp runs one more digest exchange a moment after a join, for the
+// tables that have received no anti-entropy transfer since. The first
+// exchange can miss: a table attached while the join's push/pull was in
+// flight, a transfer cut by a peer busy past memberlist's timeouts.
+// Without this, such a node would wait for a periodic round (30 s by
+// default) to catch up. A table that got a transfer caught up (or is
+// catching up); one that needed none costs a digest each way.
+func (g *Group) followUp() {
 	g.spawn(func() {
 		select {
 		case <-g.stop:
 			return
 		case <-time.After(followUpDelay):
 		}
-		if a != nil {
-			if !a.detached.Load() {
+		for _, a := range g.attachments() {
+			if !a.synced.Load() {
 				g.requestDigests(a)
 			}
-			return
-		}
-		for _, a := range g.attachments() {
-			g.requestDigests(a)
 		}
 	})
 }
@@ -685,6 +732,13 @@ func (g *Group) handleMessage(msg []byte) {
 	switch msg[0] {
 	case msgBatch:
 		g.handleBatch(msg)
+	case msgLeave:
+		name, err := decodeLeave(msg)
+		if err != nil {
+			g.refuse("leave", err)
+			return
+		}
+		g.peer(name).leaving.Store(true)
 	case msgDigest:
 		d, err := decodeDigest(msg)
 		if err != nil {
@@ -720,6 +774,9 @@ func (g *Group) handleBatch(msg []byte) {
 	if a == nil {
 		g.st.unknownTables.Add(uint64(len(b.changes)))
 		return
+	}
+	if b.flags&flagSync != 0 {
+		a.synced.Store(true)
 	}
 	var lag time.Duration
 	lagged := false
@@ -785,7 +842,7 @@ func (d *delegate) LocalState(bool) []byte {
 	g := (*Group)(d)
 	dg := digest{sender: g.cfg.Name, addr: g.addr}
 	for _, a := range g.attachments() {
-		dg.tables = append(dg.tables, a.digest())
+		dg.tables = append(dg.tables, a.digest(0))
 		a.exchanged.Store(true)
 	}
 	return dg.encode(nil)
@@ -807,6 +864,7 @@ type events Group
 func (e *events) NotifyJoin(n *memberlist.Node) {
 	g := (*Group)(e)
 	g.st.joins.Add(1)
+	g.peer(n.Name).leaving.Store(false)
 	g.setPeer(n, "alive")
 	if n.Name != g.cfg.Name {
 		g.log.Info("peer joined", zap.String("peer", n.Name), zap.String("addr", n.Address()))
@@ -816,8 +874,10 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	g := (*Group)(e)
 	g.st.leaves.Add(1)
+	// memberlist knows a graceful leave from a failure but does not say
+	// which in this callback; the departing node's msgLeave does.
 	state := "dead"
-	if n.State == memberlist.StateLeft {
+	if n.State == memberlist.StateLeft || g.peer(n.Name).leaving.Swap(false) {
 		state = "left"
 	}
 	g.setPeer(n, state)

@@ -28,7 +28,7 @@ func (g *Group) requestDigests(a *attachment) {
 		return
 	}
 	t := targets[rand.IntN(len(targets))]
-	d := digest{flags: flagReply, sender: g.cfg.Name, addr: g.addr, tables: []tableDigest{a.digest()}}
+	d := digest{flags: flagReply, sender: g.cfg.Name, addr: g.addr, tables: []tableDigest{a.digest(0)}}
 	if err := g.ml.SendReliable(t, d.encode(nil)); err != nil {
 		g.st.sendErrors.Add(1)
 		g.log.Debug("digest request failed", zap.String("to", t.Name), zap.Error(err))
@@ -38,7 +38,8 @@ func (g *Group) requestDigests(a *attachment) {
 }
 
 // handleDigest compares a member's digest with ours and sends it the
-// entries of every bucket that differs (and our digest first if asked).
+// entries of every bucket that differs, and answers with our digest if
+// asked (flagReply), so the asker can send us what we lack.
 func (g *Group) handleDigest(d *digest) {
 	if d.sender == g.cfg.Name {
 		return
@@ -58,11 +59,13 @@ func (g *Group) handleDigest(d *digest) {
 		if a == nil {
 			continue
 		}
-		ld := a.recentDigest(time.Second)
 		if d.flags&flagReply != 0 {
-			reply.tables = append(reply.tables, ld)
+			reply.tables = append(reply.tables, a.recentDigest(0, time.Second))
 		}
-		var diff [Buckets]bool
+		// Compare at the sender's bucket count, whatever ours would be
+		// (one side may be empty, the other full).
+		ld := a.recentDigest(rd.bits, time.Second)
+		diff := make([]bool, len(ld.buckets))
 		n := 0
 		for j := range ld.buckets {
 			if ld.buckets[j] != rd.buckets[j] {
@@ -73,7 +76,7 @@ func (g *Group) handleDigest(d *digest) {
 		mark := ld.markVersion != 0 &&
 			sticktable.CompareVersions(ld.markVersion, ld.markNode, rd.markVersion, rd.markNode) > 0
 		if n > 0 || mark {
-			g.startSync(target, a, &diff, mark)
+			g.startSync(target, a, diff, rd.bits, mark)
 		}
 	}
 	if d.flags&flagReply != 0 && len(reply.tables) > 0 {
@@ -106,7 +109,7 @@ func (g *Group) resolve(name, addr string) *memberlist.Node {
 
 // startSync streams the entries of the differing buckets to target in
 // the background, so memberlist's push/pull handler is not held up.
-func (g *Group) startSync(target *memberlist.Node, a *attachment, diff *[Buckets]bool, mark bool) {
+func (g *Group) startSync(target *memberlist.Node, a *attachment, diff []bool, bits uint8, mark bool) {
 	// One transfer per member and table at a time: a second digest
 	// arriving while the first transfer runs (join plus attach, or a slow
 	// transfer overlapping the next round) would mostly resend the same
@@ -132,11 +135,11 @@ func (g *Group) startSync(target *memberlist.Node, a *attachment, diff *[Buckets
 		}
 		defer func() { <-g.syncSem }()
 		g.st.syncRounds.Add(1)
-		g.sendBuckets(target, a, diff, mark)
+		g.sendBuckets(target, a, diff, bits, mark)
 	})
 }
 
-func (g *Group) sendBuckets(target *memberlist.Node, a *attachment, diff *[Buckets]bool, mark bool) {
+func (g *Group) sendBuckets(target *memberlist.Node, a *attachment, diff []bool, bits uint8, mark bool) {
 	enc := newBatchEncoder(a.name, g.cfg.Name, a.enc.fixed, flagSync, syncLimit)
 	var buf, kb []byte
 	total := 0
@@ -175,7 +178,7 @@ func (g *Group) sendBuckets(target *memberlist.Node, a *attachment, diff *[Bucke
 			}
 		} else {
 			kb = c.Key.AppendBytes(kb[:0])
-			if !diff[xxhash.Sum64(kb)>>56] {
+			if !diff[bucketOf(xxhash.Sum64(kb), bits)] {
 				return true
 			}
 		}

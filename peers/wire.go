@@ -34,34 +34,41 @@ import (
 // With ip or integer keys an update costs 13 to 20 bytes; the dictionary
 // makes server and node names one byte each however long they are.
 //
+// Leave (msgLeave), sent best-effort by a node closing its group, so the
+// others list it as left rather than dead: u8 type=3, str node name.
+//
 // Digest (msgDigest), carried by push/pull and by direct requests:
 //
 //	u8 type=2, u8 flags (flagReply: answer with your own digest)
 //	str sender name, str sender address (host:port)
 //	varint nTables, nTables × (str name, varint clearVersion,
-//	                           str clearNode, 256 × u64 little-endian)
+//	                           str clearNode, u8 bits,
+//	                           2^bits × u64 little-endian bucket sums)
 
 // Message types, flags and the limits decoders enforce.
 const (
 	msgBatch  = 1
 	msgDigest = 2
+	msgLeave  = 3 // u8 type, str node name: "I am leaving on purpose"
 
 	flagSync  = 1 // batch: anti-entropy repair, not a live change
 	flagReply = 1 // digest: the receiver should answer with its digest
 
-	// Buckets is the number of digest buckets per table.
-	Buckets = 256
+	// A table's digest has 2^bits buckets, bits in [MinBucketBits,
+	// MaxBucketBits], chosen from the table's size (see bucketBitsFor).
+	MinBucketBits = 4
+	MaxBucketBits = 12
 
-	maxNameLen   = 255   // node and table names
-	maxServerLen = 1024  // server identities in a batch dictionary
-	maxAddrLen   = 300   // host:port in a digest
-	maxNames     = 4096  // dictionary entries in one batch
-	maxKeyLen    = 65535 // sticktable.MaxLen
-	maxFixedKey  = 16    // ipv6
-	maxTables    = 1024  // tables in one digest
-	minEntryLen  = 3     // op, node, version: a clear, the smallest entry
-	bucketsBytes = Buckets * 8
-	maxBatchLen  = 1 << 20 // 4 × syncLimit; a single change with the largest key fits
+	maxNameLen   = 255                      // node and table names
+	maxServerLen = 1024                     // server identities in a batch dictionary
+	maxAddrLen   = 300                      // host:port in a digest
+	maxNames     = 4096                     // dictionary entries in one batch
+	maxKeyLen    = 65535                    // sticktable.MaxLen
+	maxFixedKey  = 16                       // ipv6
+	maxTables    = 1024                     // tables in one digest
+	minEntryLen  = 3                        // op, node, version: a clear, the smallest entry
+	minDigestLen = 3 + 1 + 8<<MinBucketBits // smallest table in a digest
+	maxBatchLen  = 1 << 20                  // 4 × syncLimit; a single change with the largest key fits
 )
 
 var errShort = errors.New("truncated message")
@@ -141,6 +148,23 @@ func (r *reader) str(max int, what string) string {
 		return ""
 	}
 	return string(r.bytes(n))
+}
+
+// bucketOf maps a key hash to its digest bucket (the top bits).
+func bucketOf(keyHash uint64, bits uint8) int { return int(keyHash >> (64 - bits)) }
+
+// bucketBitsFor picks the bucket count for a table of n entries. A
+// digest costs 8 bytes a bucket; a difference costs every entry of its
+// bucket (~20 bytes each, n/buckets of them). For a handful of differing
+// keys the total is smallest near sqrt(12n) buckets (rounded down to a
+// power of two): 256 for ten thousand entries, 2048 (a 16 KiB digest) for
+// a million, 4096 from 1.4 million.
+func bucketBitsFor(n int) uint8 {
+	b := uint8(MinBucketBits)
+	for b < MaxBucketBits && float64(uint64(1)<<(2*b+2)) <= 12*float64(n) {
+		b++
+	}
+	return b
 }
 
 func appendStr(b []byte, s string) []byte {
@@ -391,7 +415,8 @@ type tableDigest struct {
 	name        string
 	markVersion uint64
 	markNode    string
-	buckets     [Buckets]uint64
+	bits        uint8
+	buckets     []uint64 // 1 << bits
 }
 
 // digest is a decoded digest message.
@@ -412,6 +437,7 @@ func (d *digest) encode(dst []byte) []byte {
 		dst = appendStr(dst, t.name)
 		dst = binary.AppendUvarint(dst, t.markVersion)
 		dst = appendStr(dst, t.markNode)
+		dst = append(dst, t.bits)
 		for _, s := range t.buckets {
 			dst = binary.LittleEndian.AppendUint64(dst, s)
 		}
@@ -428,7 +454,7 @@ func decodeDigest(msg []byte) (*digest, error) {
 	d.sender = r.str(maxNameLen, "sender")
 	d.addr = r.str(maxAddrLen, "address")
 	n := r.uvarint()
-	if r.err == nil && (n > maxTables || n > uint64(len(r.b)/(bucketsBytes+3))) {
+	if r.err == nil && (n > maxTables || n > uint64(len(r.b)/minDigestLen)) {
 		r.fail("bad table count %d", n)
 	}
 	if r.err != nil {
@@ -440,10 +466,15 @@ func decodeDigest(msg []byte) (*digest, error) {
 		t.name = r.str(maxNameLen, "table name")
 		t.markVersion = r.uvarint()
 		t.markNode = r.str(maxServerLen, "node")
-		raw := r.bytes(bucketsBytes)
+		t.bits = r.byte()
+		if r.err == nil && (t.bits < MinBucketBits || t.bits > MaxBucketBits) {
+			r.fail("bad bucket bits %d", t.bits)
+		}
+		raw := r.bytes(8 << t.bits)
 		if r.err != nil {
 			return nil, r.err
 		}
+		t.buckets = make([]uint64, 1<<t.bits)
 		for j := range t.buckets {
 			t.buckets[j] = binary.LittleEndian.Uint64(raw[8*j:])
 		}
@@ -455,4 +486,18 @@ func decodeDigest(msg []byte) (*digest, error) {
 		return nil, fmt.Errorf("%d trailing bytes", len(r.b))
 	}
 	return d, nil
+}
+
+func encodeLeave(name string) []byte { return appendStr([]byte{msgLeave}, name) }
+
+func decodeLeave(msg []byte) (string, error) {
+	r := reader{b: msg}
+	if r.byte() != msgLeave {
+		return "", errors.New("not a leave")
+	}
+	name := r.str(maxNameLen, "name")
+	if r.err == nil && (name == "" || len(r.b) != 0) {
+		r.fail("bad leave message")
+	}
+	return name, r.err
 }

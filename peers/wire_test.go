@@ -141,7 +141,8 @@ func TestBatchSize(t *testing.T) {
 func TestDigestRoundTrip(t *testing.T) {
 	d := digest{flags: flagReply, sender: "node1", addr: "127.0.0.1:7946"}
 	for i := range 3 {
-		td := tableDigest{name: fmt.Sprint("t", i), markVersion: uint64(i) << 20, markNode: "n"}
+		bits := uint8(MinBucketBits + 2*i)
+		td := tableDigest{name: fmt.Sprint("t", i), markVersion: uint64(i) << 20, markNode: "n", bits: bits, buckets: make([]uint64, 1<<bits)}
 		for j := range td.buckets {
 			td.buckets[j] = uint64(i*1000 + j)
 		}
@@ -221,7 +222,7 @@ func FuzzDecodeBatch(f *testing.F) {
 }
 
 func FuzzDecodeDigest(f *testing.F) {
-	d := digest{flags: flagReply, sender: "a", addr: "127.0.0.1:1", tables: []tableDigest{{name: "t", markVersion: 9, markNode: "b"}}}
+	d := digest{flags: flagReply, sender: "a", addr: "127.0.0.1:1", tables: []tableDigest{{name: "t", markVersion: 9, markNode: "b", bits: MinBucketBits, buckets: make([]uint64, 1<<MinBucketBits)}}}
 	f.Add(d.encode(nil))
 	f.Add([]byte{msgDigest, 0, 1, 'a', 0, 0xff, 0xff, 0x03})
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -276,4 +277,26 @@ func TestBadMessagesCounted(t *testing.T) {
 	if g.st.applyErrors.Load() != 1 || tbl.Len() != 0 {
 		t.Fatalf("bad key: %d apply errors, %d entries", g.st.applyErrors.Load(), tbl.Len())
 	}
+}
+
+func TestBucketBitsFor(t *testing.T) {
+	for n, want := range map[int]uint8{0: MinBucketBits, 10000: 8, 100000: 10, 1 << 20: 11, 1 << 30: MaxBucketBits} {
+		if got := bucketBitsFor(n); got != want {
+			t.Errorf("bucketBitsFor(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
+
+func FuzzDecodeLeave(f *testing.F) {
+	f.Add(encodeLeave("node1"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		name, err := decodeLeave(msg)
+		if err != nil {
+			return
+		}
+		again, err := decodeLeave(encodeLeave(name))
+		if name == "" || err != nil || again != name {
+			t.Fatalf("accepted %q as %q", msg, name)
+		}
+	})
 }
