@@ -26,7 +26,7 @@ func Run(t *testing.T, d time.Duration, targets ...string) {
 		goBin = "go"
 	}
 	for _, target := range targets {
-		cmd := exec.Command(goBin, "test", "-run=^$", "-fuzz=^"+target+"$", "-fuzztime="+d.String(), ".")
+		cmd := exec.Command(goBin, "test", "-run=^$", "-fuzz=^"+target+"$", "-fuzztime="+d.String(), "-fuzzminimizetime=1s", ".")
 		cmd.Env = append(os.Environ(), "STICKY_FUZZ=", "CI=")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
