@@ -459,3 +459,51 @@ func TestReloadsUnderTrafficLoseNothing(t *testing.T) {
 		t.Errorf("after 20 reloads the table holds %+v, want %d entries", tables, users)
 	}
 }
+
+// TestServerNamesSurviveAddressChange stores server names instead of
+// addresses: a config that reaches the same backends through other
+// addresses (localhost instead of 127.0.0.1, as another instance might)
+// still finds every user's server.
+func TestServerNamesSurviveAddressChange(t *testing.T) {
+	bs := startBackends(t, 3)
+	port, adminPort := freePort(t), freePort(t)
+	policy := func(host string) (string, string) {
+		var ups, names []string
+		for i, b := range bs {
+			_, p, _ := strings.Cut(b.Addr, ":")
+			addr := host + ":" + p
+			ups = append(ups, addr)
+			names = append(names, fmt.Sprintf("\t\t\tserver %s app%d", addr, i+1))
+		}
+		return strings.Join(ups, " "), "stick_table users {\n\t\t\ton {header.X-User}\n" + strings.Join(names, "\n") + "\n\t\t}"
+	}
+	cfg := func(host string) []byte {
+		ups, pol := policy(host)
+		text := tableConfig(t, port, bs, `		table users`, pol, "", fmt.Sprintf("admin 127.0.0.1:%d", adminPort))
+		return adapt(t, strings.Replace(text, upstreamList(bs), ups, 1))
+	}
+	loadCaddy(t, cfg("127.0.0.1"))
+	home := map[string]string{}
+	for i := 0; i < 30; i++ {
+		u := fmt.Sprintf("n%d", i)
+		home[u] = as(t, port, u, "").Body
+	}
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/sticky/tables/users?key=n0", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(body), `"server":"app`) {
+		t.Fatalf("the table stores addresses, not names: %s", body)
+	}
+	if err := loadAgain(cfg("localhost")); err != nil {
+		t.Fatal(err)
+	}
+	for u, b := range home {
+		r := as(t, port, u, "")
+		if r.Body != b || r.Header.Get("X-Outcome") != "hit" {
+			t.Errorf("%s: %s before, %s (%s) through the new addresses", u, b, r.Body, r.Header.Get("X-Outcome"))
+		}
+	}
+}

@@ -54,6 +54,12 @@ type StickTable struct {
 	// application sets, or of a response header.
 	StoreResponse []ResponseKey `json:"store_response,omitempty"`
 
+	// Names for upstreams, by dial address, e.g. {"10.0.0.21:8080":
+	// "app1"}. The table stores (and peers replicate) a server's name
+	// instead of its address, so instances that reach the same servers
+	// through different addresses share their entries.
+	Servers map[string]string `json:"servers,omitempty"`
+
 	// How a key that is not in the table yet chooses its server. "hash":
 	// rendezvous hashing of the key over the available servers, so
 	// instances that have not heard from each other still agree. Empty:
@@ -71,6 +77,8 @@ type StickTable struct {
 	logger   *zap.Logger
 	counts   *outcomeCounters
 	index    atomic.Pointer[dialIndex]
+	// names maps dial addresses to configured names, dials the reverse
+	names, dials map[string]string
 }
 
 // TableRule is one key of the request.
@@ -144,6 +152,18 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 		if rk.Name == "" {
 			return fmt.Errorf("store_response %s needs a name", rk.From)
 		}
+	}
+	p.names = make(map[string]string, len(p.Servers))
+	p.dials = make(map[string]string, len(p.Servers))
+	for addr, name := range p.Servers {
+		if name == "" {
+			return fmt.Errorf("server %s has an empty name", addr)
+		}
+		dial := normalizeDial(addr)
+		if other, dup := p.dials[name]; dup {
+			return fmt.Errorf("servers %s and %s have the same name %q", other, dial, name)
+		}
+		p.names[dial], p.dials[name] = name, dial
 	}
 	switch p.FirstChoice {
 	case "", "hash":
@@ -234,7 +254,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		entry, outcome := p.table.MatchKey(key)
 		switch outcome {
 		case sticktable.OutcomeHit:
-			up := p.lookup(idx, pool, entry.Server)
+			up := p.lookup(idx, pool, p.dialOf(entry.Server))
 			switch {
 			case up == nil:
 				// the server is gone from the pool: redispatch
@@ -360,9 +380,13 @@ func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.
 	}
 }
 
-// storeKey records k with the server that answered; a store of the same
-// server only refreshes the entry.
-func (p *StickTable) storeKey(k sticktable.Key, server string) {
+// storeKey records k with the server that answered (its name when it has
+// one); a store of the same server only refreshes the entry.
+func (p *StickTable) storeKey(k sticktable.Key, dial string) {
+	server := dial
+	if name, ok := p.names[dial]; ok {
+		server = name
+	}
 	if _, err := p.table.StoreKey(k, server); err != nil {
 		p.debug("store refused", err.Error())
 	}
@@ -375,6 +399,14 @@ func (p *StickTable) debug(msg, value string) {
 		}
 		c.Write(zap.String("table", p.Table), zap.String("value", value))
 	}
+}
+
+// dialOf turns a stored server identity back into a dial address.
+func (p *StickTable) dialOf(server string) string {
+	if dial, ok := p.dials[server]; ok {
+		return dial
+	}
+	return server
 }
 
 // keyText evaluates a rule's key for this request.

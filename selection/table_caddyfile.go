@@ -11,6 +11,7 @@ import (
 //		match <key>                        # match only
 //		store_request <key>                # store only
 //		store_response cookie|header <name>
+//		server <address> <name>            # store a name instead of the address
 //		first_choice hash
 //		fallback <policy> [{ ... }]
 //	}
@@ -40,6 +41,24 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("store_response takes cookie <name> or header <name>")
 			}
 			p.StoreResponse = append(p.StoreResponse, ResponseKey{From: args[0], Name: args[1]})
+		case "server":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("server takes an upstream address and a name")
+			}
+			if p.Servers == nil {
+				p.Servers = map[string]string{}
+			}
+			addr := normalizeDial(args[0])
+			if _, dup := p.Servers[addr]; dup {
+				return d.Errf("server %s specified twice", addr)
+			}
+			for other, name := range p.Servers {
+				if name == args[1] {
+					return d.Errf("servers %s and %s have the same name %q", other, addr, name)
+				}
+			}
+			p.Servers[addr] = args[1]
 		case "first_choice":
 			v, err := oneArg(d)
 			if err != nil {
