@@ -41,6 +41,7 @@ type App struct {
 
 	handles map[string]*tableHandle
 	groups  map[string]*groupHandle
+	drain   *drainReplica
 	logger  *zap.Logger
 	storage snapshotStore
 }

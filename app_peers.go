@@ -6,11 +6,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/peers"
+	"github.com/caddy-sticky/sticky/sticktable"
 )
 
 // groupPool holds the running peer groups by name. A reload that keeps a
@@ -87,15 +90,19 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 	// a table that stopped naming a group stops replicating through it
 	for _, gh := range a.groups {
 		for _, tname := range gh.group.Tables() {
+			if tname == drainTableName {
+				continue
+			}
 			if tc, ok := a.Tables[tname]; !ok || tc.Peers != gh.name {
 				gh.group.Detach(tname)
 			}
 		}
 	}
-	return nil
+	return a.attachDrain()
 }
 
 func (a *App) releaseGroups() {
+	a.releaseDrain()
 	for _, h := range a.groups {
 		_, _ = groupPool.Delete(h.key)
 	}
@@ -171,4 +178,97 @@ func peerGroupsStatus() any {
 
 func init() {
 	setPeerStatus(peerGroupsStatus)
+}
+
+// drainTableName is the table, on every node, through which drain state
+// replicates: one entry per drained server.
+const drainTableName = "_sticky_drain"
+
+// drainReplica mirrors the process-wide drain set into a table that the
+// peer groups replicate, and mirrors remote changes back. Local changes go
+// out at once through drain's observer; remote ones are picked up by a
+// light poll, because the table reports only local changes.
+type drainReplica struct {
+	table *sticktable.Table
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+var drainPool = caddy.NewUsagePool()
+
+func newDrainReplica() (*drainReplica, error) {
+	t, err := sticktable.New(sticktable.Config{Type: sticktable.KeyString, Len: 1024, Size: 1 << 16, Expire: 100 * 365 * 24 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	r := &drainReplica{table: t, stop: make(chan struct{}), done: make(chan struct{})}
+	for _, s := range drain.List() {
+		_, _ = t.Store(s, "drained")
+	}
+	drain.SetObserver(func(server string, drained bool) {
+		if drained {
+			_, _ = t.Store(server, "drained")
+		} else {
+			_, _ = t.Delete(server)
+		}
+	})
+	go r.poll()
+	return r, nil
+}
+
+func (r *drainReplica) poll() {
+	defer close(r.done)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-tick.C:
+		}
+		gen := drain.Generation()
+		var servers []string
+		r.table.Range(func(e sticktable.Entry) bool {
+			servers = append(servers, e.Key.String())
+			return true
+		})
+		sort.Strings(servers)
+		if !slices.Equal(servers, drain.List()) {
+			// a local change since gen was already written to the table;
+			// the next tick sees it
+			drain.ReplaceIf(gen, servers)
+		}
+	}
+}
+
+// Destruct stops replicating drain state.
+func (r *drainReplica) Destruct() error {
+	drain.SetObserver(nil)
+	close(r.stop)
+	<-r.done
+	r.table.Close()
+	return nil
+}
+
+// attachDrain replicates drain state through every group of this config.
+func (a *App) attachDrain() error {
+	if len(a.groups) == 0 {
+		return nil
+	}
+	val, _, err := drainPool.LoadOrNew("drain", func() (caddy.Destructor, error) { return newDrainReplica() })
+	if err != nil {
+		return err
+	}
+	a.drain = val.(*drainReplica)
+	for _, gh := range a.groups {
+		gh.group.Attach(drainTableName, a.drain.table)
+	}
+	return nil
+}
+
+func (a *App) releaseDrain() {
+	if a.drain != nil {
+		_, _ = drainPool.Delete("drain")
+		a.drain = nil
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -230,7 +231,7 @@ func TestPeerGroupReloadSemantics(t *testing.T) {
 	bind := "127.0.0.1:" + itoa(port)
 	a, _ := newApp(t, cfg(bind, s1))
 	ga := a.groups["c"].group
-	if got := ga.Tables(); len(got) != 1 || got[0] != "t" {
+	if got := ga.Tables(); !reflect.DeepEqual(got, []string{drainTableName, "t"}) {
 		t.Fatalf("attached tables: %v", got)
 	}
 	b := reload(t, a, cfg(bind, s2, s1))
@@ -275,5 +276,38 @@ func TestPeerGroupWithoutSecretFails(t *testing.T) {
 	defer cancel()
 	if err := app.Provision(ctx); err == nil || !strings.Contains(err.Error(), "secret is required") {
 		t.Errorf("error %v", err)
+	}
+}
+
+func TestDrainReplicaMirrorsBothWays(t *testing.T) {
+	drain.Replace(nil)
+	defer drain.Replace(nil)
+	drain.Set("pre:1", true)
+	r, err := newDrainReplica()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Destruct()
+	if _, ok := r.table.Get("pre:1"); !ok {
+		t.Error("a drain made before replication started is not in the table")
+	}
+	drain.Set("local:1", true)
+	if _, ok := r.table.Get("local:1"); !ok {
+		t.Error("a local drain did not reach the table")
+	}
+	drain.Set("pre:1", false)
+	if _, ok := r.table.Get("pre:1"); ok {
+		t.Error("a local undrain did not reach the table")
+	}
+	// a peer's drain arrives in the table: the drain set follows
+	if _, err := r.table.Pin("remote:1", "drained"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !drain.Is("remote:1") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !drain.Is("remote:1") || !drain.Is("local:1") || drain.Is("pre:1") {
+		t.Errorf("drain set after a remote change: %v", drain.List())
 	}
 }

@@ -203,6 +203,10 @@ func newBatchEncoder(table, sender string, fixed int, flags byte, limit int) *ba
 	return e
 }
 
+// maxTTL bounds a TTL on the wire; longer ones are clamped when sent and
+// refused when received.
+const maxTTL = 100 * 365 * 24 * time.Hour
+
 func (e *batchEncoder) reset() {
 	clear(e.index)
 	e.names = e.names[:0]
@@ -266,7 +270,10 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 	e.body = binary.AppendUvarint(e.body, uint64(e.name(c.Node)))
 	e.body = binary.AppendVarint(e.body, int64(c.Version-e.base))
 	if c.Op != sticktable.OpClear {
-		e.body = binary.AppendUvarint(e.body, uint64(max(c.TTL, 0)/time.Millisecond))
+		// receivers refuse longer TTLs, and cap what they accept by their
+		// own expire and retention anyway, so clamp rather than lose the
+		// whole batch (a tombstone keeps twice the table's expire)
+		e.body = binary.AppendUvarint(e.body, uint64(min(max(c.TTL, 0), maxTTL)/time.Millisecond))
 	}
 	e.count++
 	if e.count > 1 && e.headerLen()+len(e.body) > e.limit || len(e.names) > maxNames {
@@ -391,7 +398,7 @@ func decodeBatch(msg []byte) (*batch, error) {
 		}
 		if c.op != sticktable.OpClear {
 			ms := r.uvarint()
-			if ms > uint64(100*365*24*time.Hour/time.Millisecond) {
+			if ms > uint64(maxTTL/time.Millisecond) {
 				r.fail("ttl out of range")
 			}
 			c.ttl = time.Duration(ms) * time.Millisecond

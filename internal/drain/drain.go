@@ -11,9 +11,38 @@ import (
 )
 
 var (
-	mu      sync.Mutex
-	current atomic.Pointer[map[string]struct{}]
+	mu       sync.Mutex
+	current  atomic.Pointer[map[string]struct{}]
+	observer atomic.Pointer[func(server string, drained bool)]
+	// generation counts changes, so a reader that computed a new set from
+	// elsewhere can tell whether a local change raced it
+	generation atomic.Uint64
 )
+
+// Generation returns a number that changes whenever the drained set does.
+func Generation() uint64 { return generation.Load() }
+
+// ReplaceIf is Replace, done only if no change happened since Generation
+// returned gen; it reports whether it replaced.
+func ReplaceIf(gen uint64, servers []string) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if generation.Load() != gen {
+		return false
+	}
+	replaceLocked(servers)
+	return true
+}
+
+// SetObserver installs fn to hear about every drain or undrain made through
+// Set (not Replace), so the change can be replicated; nil removes it.
+func SetObserver(fn func(server string, drained bool)) {
+	if fn == nil {
+		observer.Store(nil)
+		return
+	}
+	observer.Store(&fn)
+}
 
 // Is reports whether server (a dial address or configured name) is drained.
 func Is(server string) bool {
@@ -53,6 +82,10 @@ func Set(server string, drained bool) bool {
 		delete(next, server)
 	}
 	current.Store(&next)
+	generation.Add(1)
+	if fn := observer.Load(); fn != nil {
+		(*fn)(server, drained)
+	}
 	return true
 }
 
@@ -75,11 +108,16 @@ func List() []string {
 func Replace(servers []string) {
 	mu.Lock()
 	defer mu.Unlock()
+	replaceLocked(servers)
+}
+
+func replaceLocked(servers []string) {
 	next := make(map[string]struct{}, len(servers))
 	for _, s := range servers {
 		next[s] = struct{}{}
 	}
 	current.Store(&next)
+	generation.Add(1)
 }
 
 func lookup(m *map[string]struct{}, k string) (struct{}, bool) {

@@ -52,3 +52,40 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 	wg.Wait()
 	Replace(nil)
 }
+
+func TestObserverHearsSetOnly(t *testing.T) {
+	Replace(nil)
+	var got []string
+	SetObserver(func(s string, d bool) {
+		if d {
+			got = append(got, "+"+s)
+		} else {
+			got = append(got, "-"+s)
+		}
+	})
+	defer SetObserver(nil)
+	Set("a:1", true)
+	Set("a:1", true) // no change, no call
+	Replace([]string{"b:2"})
+	Set("b:2", false)
+	if !reflect.DeepEqual(got, []string{"+a:1", "-b:2"}) {
+		t.Fatalf("observer heard %v", got)
+	}
+	Replace(nil)
+}
+
+func TestReplaceIfLosesToARacingSet(t *testing.T) {
+	Replace(nil)
+	gen := Generation()
+	Set("x:1", true)
+	if ReplaceIf(gen, nil) {
+		t.Fatal("ReplaceIf overwrote a change made after its generation")
+	}
+	if !Is("x:1") {
+		t.Fatal("the racing change was lost")
+	}
+	if !ReplaceIf(Generation(), []string{"y:1"}) || !Is("y:1") || Is("x:1") {
+		t.Fatal("ReplaceIf with a current generation must replace")
+	}
+	Replace(nil)
+}
