@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -42,9 +44,14 @@ type App struct {
 	handles map[string]*tableHandle
 	groups  map[string]*groupHandle
 	drain   *drainReplica
+	cleaned atomic.Bool
 	logger  *zap.Logger
 	storage snapshotStore
 }
+
+// reservedPrefix starts the names of internal tables, such as the one
+// that replicates drain state.
+const reservedPrefix = "_sticky_"
 
 // TableConfig is one stick table.
 type TableConfig struct {
@@ -112,6 +119,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if strings.HasPrefix(name, reservedPrefix) {
+			return fmt.Errorf("table %s: names starting with %q are reserved for caddy-sticky's own tables", name, reservedPrefix)
+		}
 		tc := a.Tables[name]
 		if tc == nil {
 			tc = new(TableConfig)
@@ -169,8 +179,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start publishes this config's tables to the admin API.
+// Start applies this config to its peer groups and publishes its tables to
+// the admin API.
 func (a *App) Start() error {
+	if err := a.startPeers(); err != nil {
+		return err
+	}
 	for _, name := range registry.replace(a, a.handles) {
 		a.logger.Warn("table removed from the config; its entries are dropped when the previous config stops",
 			zap.String("table", name))
@@ -178,19 +192,11 @@ func (a *App) Start() error {
 	return nil
 }
 
-// Stop writes the snapshot if this is the last config using the tables (a
-// full stop, not a reload, where the next config already holds them).
+// Stop writes the snapshot on a full stop. In a reload the next config has
+// already started and published its tables, so this one is no longer the
+// registry's owner and writes nothing.
 func (a *App) Stop() error {
-	if a.storage == nil {
-		return nil
-	}
-	last := false
-	for _, h := range a.handles {
-		if refs, _ := tablePool.References(h.key); refs <= 1 {
-			last = true
-		}
-	}
-	if !last && len(a.handles) > 0 {
+	if a.storage == nil || !registry.owns(a) {
 		return nil
 	}
 	if err := a.storage.save(a.handles); err != nil {
@@ -204,6 +210,7 @@ func (a *App) Stop() error {
 // Cleanup drops this config's references; a table nobody references any
 // more is closed.
 func (a *App) Cleanup() error {
+	a.cleaned.Store(true)
 	registry.forget(a)
 	a.releaseGroups()
 	a.releaseHandles()

@@ -37,8 +37,11 @@ func (h *groupHandle) Destruct() error {
 	return h.group.Close()
 }
 
-// provisionPeers starts or reuses the configured groups and attaches the
-// tables that name one. It runs after the tables are provisioned.
+// provisionPeers starts or reuses the configured groups and checks that
+// every table names one of them. It changes nothing in a group that a
+// running config shares: a reload that fails after Provision must leave
+// the running config as it was, so keys, attachments and detachments are
+// applied in startPeers.
 func (a *App) provisionPeers(ctx caddy.Context) error {
 	a.groups = make(map[string]*groupHandle, len(a.Peers))
 	names := make([]string, 0, len(a.Peers))
@@ -52,7 +55,7 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 			return fmt.Errorf("peers %s: empty configuration (a secret is required)", name)
 		}
 		key := groupKey(name, cfg)
-		val, loaded, err := groupPool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		val, _, err := groupPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 			g, err := peers.NewGroup(*cfg, a.logger.Named("peers").With(zap.String("group", name)))
 			if err != nil {
 				return nil, err
@@ -66,10 +69,27 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 		}
 		h := val.(*groupHandle)
 		a.groups[name] = h
-		if loaded && !slices.Equal(h.cfg.Secrets, cfg.Secrets) {
-			// key rotation: the running group takes the new keys in place
+		if h.cfg.Name != cfg.Name || h.cfg.Advertise != cfg.Advertise {
+			return fmt.Errorf("peers %s: a running group cannot change its node name or advertise address in a reload (it holds %s); restart Caddy to apply it", name, cfg.Bind)
+		}
+	}
+	for name := range a.handles {
+		if p := a.Tables[name].Peers; p != "" {
+			if _, ok := a.groups[p]; !ok {
+				return fmt.Errorf("table %s: no peer group named %q (add `peers %s { ... }` to the sticky option)", name, p, p)
+			}
+		}
+	}
+	return nil
+}
+
+// startPeers applies this config to its groups: new keys (rotation),
+// tables to replicate, tables no longer replicated, drain state.
+func (a *App) startPeers() error {
+	for name, h := range a.groups {
+		cfg := a.Peers[name]
+		if !slices.Equal(h.cfg.Secrets, cfg.Secrets) {
 			if err := h.group.SetSecrets(cfg.Secrets); err != nil {
-				a.releaseGroups()
 				return fmt.Errorf("peers %s: %v", name, err)
 			}
 			h.cfg.Secrets = append([]string(nil), cfg.Secrets...)
@@ -77,15 +97,9 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 		}
 	}
 	for name, h := range a.handles {
-		tc := a.Tables[name]
-		if tc.Peers == "" {
-			continue
+		if p := a.Tables[name].Peers; p != "" {
+			a.groups[p].group.Attach(name, h.table)
 		}
-		gh, ok := a.groups[tc.Peers]
-		if !ok {
-			return fmt.Errorf("table %s: no peer group named %q (add `peers %s { ... }` to the sticky option)", name, tc.Peers, tc.Peers)
-		}
-		gh.group.Attach(name, h.table)
 	}
 	// a table that stopped naming a group stops replicating through it
 	for _, gh := range a.groups {
@@ -109,12 +123,14 @@ func (a *App) releaseGroups() {
 	a.groups = nil
 }
 
-// groupKey is what a running group cannot change: its name, node name and
-// sockets. A reload that keeps them keeps the group (secrets are updated in
-// place; join only matters when a node starts); a reload that changes them
-// starts a new group, and the old one leaves when the old config stops.
+// groupKey is a group's name and sockets. A reload that keeps them keeps
+// the group (secrets are updated in place; join only matters when a node
+// starts); one that moves the group to another bind address starts a new
+// group, and the old one leaves when the old config stops. The node name
+// and advertise address cannot change in a reload (provisionPeers says so):
+// a new group could not bind the address the running one holds.
 func groupKey(name string, cfg *peers.Config) string {
-	return strings.Join([]string{name, cfg.Name, cfg.Bind, cfg.Advertise}, "\x00")
+	return strings.Join([]string{name, cfg.Bind}, "\x00")
 }
 
 // groups lists the running groups for the admin API and metrics, read at
@@ -250,18 +266,32 @@ func (r *drainReplica) Destruct() error {
 	return nil
 }
 
-// attachDrain replicates drain state through every group of this config.
+// attachDrain replicates drain state through the first group of this
+// config by name: a table has one change feed, so it replicates through
+// one group (instances sharing tables through several groups should list
+// the same group first).
 func (a *App) attachDrain() error {
 	if len(a.groups) == 0 {
 		return nil
 	}
-	val, _, err := drainPool.LoadOrNew("drain", func() (caddy.Destructor, error) { return newDrainReplica() })
-	if err != nil {
-		return err
+	if a.drain == nil {
+		val, _, err := drainPool.LoadOrNew("drain", func() (caddy.Destructor, error) { return newDrainReplica() })
+		if err != nil {
+			return err
+		}
+		a.drain = val.(*drainReplica)
 	}
-	a.drain = val.(*drainReplica)
-	for _, gh := range a.groups {
-		gh.group.Attach(drainTableName, a.drain.table)
+	names := make([]string, 0, len(a.groups))
+	for name := range a.groups {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		if i == 0 {
+			a.groups[name].group.Attach(drainTableName, a.drain.table)
+		} else {
+			a.groups[name].group.Detach(drainTableName)
+		}
 	}
 	return nil
 }

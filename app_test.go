@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -309,5 +310,97 @@ func TestDrainReplicaMirrorsBothWays(t *testing.T) {
 	}
 	if !drain.Is("remote:1") || !drain.Is("local:1") || drain.Is("pre:1") {
 		t.Errorf("drain set after a remote change: %v", drain.List())
+	}
+}
+
+// Found in review: a reload that fails after Provision (another app failing
+// to start) must leave the running config's peer groups as they were.
+func TestFailedReloadLeavesRunningGroupAlone(t *testing.T) {
+	s1 := "MDEyMzQ1Njc4OWFiY2RlZg=="
+	s2 := "ZmVkY2JhOTg3NjU0MzIxMA=="
+	bind := "127.0.0.1:" + itoa(freeUDPTCPPort(t))
+	a, _ := newApp(t, `{"peers": {"c": {"name": "n1", "bind": "`+bind+`", "secrets": ["`+s1+`"]}},
+		"tables": {"t": {"peers": "c"}}}`)
+	defer stop(t, a)
+	ga := a.groups["c"].group
+	next := new(App)
+	_ = json.Unmarshal([]byte(`{"peers": {"c": {"name": "n1", "bind": "`+bind+`", "secrets": ["`+s2+`"]}},
+		"tables": {"t": {}}}`), next)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := next.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = next.Cleanup()
+	cancel()
+	if got := ga.Tables(); !slices.Contains(got, "t") {
+		t.Errorf("the running config's table t stopped replicating after a failed reload: %v", got)
+	}
+	if got := a.groups["c"].cfg.Secrets; got[0] != s1 {
+		t.Errorf("the running group took the failed reload's secrets: %v", got)
+	}
+}
+
+// Found in review: when a new config is aborted after its Start (another
+// app failed), the admin API must keep showing the running config's tables.
+func TestAbortedStartKeepsRegistry(t *testing.T) {
+	a, _ := newApp(t, `{"tables": {"rt": {}}}`)
+	b, _ := newApp(t, `{"tables": {"rt": {}}}`)
+	_ = b.Stop()
+	_ = b.Cleanup()
+	if registry.get("rt") == nil {
+		t.Error("the running config's table disappeared from the admin API")
+	}
+	stop(t, a)
+	if registry.get("rt") != nil {
+		t.Error("tables still listed after the last config stopped")
+	}
+}
+
+// Found in review: a reload that removes a table must not write a snapshot.
+func TestReloadRemovingTableWritesNoSnapshot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snap")
+	a, _ := newApp(t, `{"persist": {"path": "`+path+`"}, "tables": {"a": {}, "gone": {}}}`)
+	b := reload(t, a, `{"persist": {"path": "`+path+`"}, "tables": {"a": {}}}`)
+	if _, err := readFileIfExists(path); err == nil {
+		t.Error("a reload that removed a table wrote a snapshot")
+	}
+	stop(t, b)
+	if _, err := readFileIfExists(path); err != nil {
+		t.Errorf("the full stop wrote no snapshot: %v", err)
+	}
+}
+
+// Found in review: renaming the node on the same bind address cannot be
+// done by a reload; it must say so instead of failing to bind.
+func TestRenameNodeOnSameBindNeedsRestart(t *testing.T) {
+	s1 := "MDEyMzQ1Njc4OWFiY2RlZg=="
+	bind := "127.0.0.1:" + itoa(freeUDPTCPPort(t))
+	cfg := func(node string) string {
+		return `{"peers": {"c": {"name": "` + node + `", "bind": "` + bind + `", "secrets": ["` + s1 + `"]}},
+			"tables": {"t": {"peers": "c"}}}`
+	}
+	a, _ := newApp(t, cfg("n1"))
+	defer stop(t, a)
+	next := new(App)
+	_ = json.Unmarshal([]byte(cfg("n2")), next)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := next.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), "restart Caddy") {
+		t.Errorf("error %v, want one that says a restart is needed", err)
+	}
+	_ = next.Cleanup()
+	if a.groups["c"].group.Tables() == nil {
+		t.Error("the running group lost its tables")
+	}
+}
+
+func TestReservedTableNames(t *testing.T) {
+	app := new(App)
+	_ = json.Unmarshal([]byte(`{"tables": {"_sticky_drain": {}}}`), app)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := app.Provision(ctx); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("error %v", err)
 	}
 }

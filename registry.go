@@ -60,6 +60,11 @@ type tableRegistry struct {
 	mu     sync.RWMutex
 	owner  *App
 	tables map[string]*tableHandle
+	// prev is the config that published before owner: if owner is
+	// cleaned up without ever having replaced it (another app failed to
+	// start, so Caddy keeps running prev), prev's tables come back.
+	prevOwner  *App
+	prevTables map[string]*tableHandle
 }
 
 // replace publishes app's tables and returns the names the previous config
@@ -73,17 +78,36 @@ func (r *tableRegistry) replace(app *App, tables map[string]*tableHandle) (remov
 		}
 	}
 	sort.Strings(removed)
+	r.prevOwner, r.prevTables = r.owner, r.tables
 	r.owner, r.tables = app, tables
 	return removed
 }
 
-// forget unpublishes app's tables unless a newer config replaced them.
+// forget unpublishes app's tables unless a newer config replaced them. If
+// app was aborted after publishing (its config never replaced the running
+// one), the running config's tables are published again.
 func (r *tableRegistry) forget(app *App) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.owner == app {
-		r.owner, r.tables = nil, nil
+	if r.prevOwner == app {
+		r.prevOwner, r.prevTables = nil, nil
 	}
+	if r.owner != app {
+		return
+	}
+	r.owner, r.tables = nil, nil
+	if r.prevOwner != nil && !r.prevOwner.cleaned.Load() {
+		r.owner, r.tables = r.prevOwner, r.prevTables
+	}
+	r.prevOwner, r.prevTables = nil, nil
+}
+
+// owns reports whether app's tables are the published ones: no newer
+// config has started.
+func (r *tableRegistry) owns(app *App) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.owner == app
 }
 
 func (r *tableRegistry) get(name string) *tableHandle {

@@ -238,3 +238,20 @@ func TestPostOnlyAndPreserveOnResponse(t *testing.T) {
 		t.Errorf("preserve: %v", got)
 	}
 }
+
+// Found in review: a cookie naming a server that joined a pool of the same
+// size routes there at once, before anything else rebuilt the index.
+func TestCookieForNewServerInSameSizePool(t *testing.T) {
+	base := newPool(4)
+	s := provisionedCookie(t, "")
+	w := httptest.NewRecorder()
+	s.Select(base, newRequest(""), w) // index built on base
+	changed := reverseproxy.UpstreamPool{base[0], base[1], base[2], {Host: new(reverseproxy.Host), Dial: "10.9.9.9:80"}}
+	r := newRequest("SERVERID=" + s.valueFor("10.9.9.9:80"))
+	if got := s.Select(changed, r, w); got == nil || got.Dial != "10.9.9.9:80" {
+		t.Fatalf("cookie of the new server went to %v", got)
+	}
+	if d := decisionOf(r, s); d.outcome != OutcomeHit {
+		t.Errorf("outcome %v, want hit", d.outcome)
+	}
+}

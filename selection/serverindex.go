@@ -37,6 +37,8 @@ type serverIndex struct {
 	byValue map[uint64]*serverRecord
 	byDial  map[string]*serverRecord
 	size    int
+	// dials is the pool the index was built from, in order
+	dials []string
 }
 
 var valueSeed = maphash.MakeSeed()
@@ -57,8 +59,10 @@ func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
 		byValue: make(map[uint64]*serverRecord, len(pool)),
 		byDial:  make(map[string]*serverRecord, len(pool)),
 		size:    len(pool),
+		dials:   make([]string, len(pool)),
 	}
 	for i, up := range pool {
+		idx.dials[i] = up.Dial
 		if _, dup := idx.byDial[up.Dial]; dup {
 			continue
 		}
@@ -82,12 +86,30 @@ func (s *StickyCookie) newRecord(dial string, pos int) *serverRecord {
 // A known value whose upstream is no longer where the index says means the
 // pool changed (reordered, or a member replaced, under the same size): the
 // index is rebuilt from the current pool once and asked again.
+//
+// An unknown value may name a server that joined a pool of the same size
+// (dynamic upstreams, or a cookie from an instance that saw the change
+// first): when the pool differs from the one indexed, the index is rebuilt
+// once. That costs a comparison of the dial addresses, on misses only.
 func (s *StickyCookie) lookupValue(idx *serverIndex, value string, pool reverseproxy.UpstreamPool) *serverRecord {
 	rec, moved := idx.find(value, pool)
-	if moved {
+	if moved || (rec == nil && !idx.matches(pool)) {
 		rec, _ = s.rebuild(pool).find(value, pool)
 	}
 	return rec
+}
+
+// matches reports whether pool is the pool the index was built from.
+func (idx *serverIndex) matches(pool reverseproxy.UpstreamPool) bool {
+	if len(pool) != len(idx.dials) {
+		return false
+	}
+	for i, up := range pool {
+		if up.Dial != idx.dials[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // find returns the record of value if it is at its recorded position in
