@@ -109,6 +109,12 @@ func (n *node) start(t *testing.T, bin, caddyfile string) {
 	}
 	n.cmd, n.cancel, n.done = cmd, cancel, make(chan struct{})
 	go func() { _ = cmd.Wait(); logf.Close(); close(n.done) }()
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(n.dir, "caddy.log"))
+			t.Logf("%s log:\n%s", n.name, log)
+		}
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/sticky/tables", n.adminPort)); err == nil {
@@ -219,6 +225,22 @@ func (n *node) peers(t *testing.T) []struct {
 		out = append(out, struct{ Name, State string }{m.Name, m.State})
 	}
 	return out
+}
+
+// peersOrNil is peers for goroutines, which must not fail the test.
+func (n *node) peersOrNil() []struct{ Name, State string } {
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/sticky/peers", n.adminPort))
+	if err != nil {
+		return nil
+	}
+	defer res.Body.Close()
+	var groups []struct {
+		Members []struct{ Name, State string }
+	}
+	if json.NewDecoder(res.Body).Decode(&groups) != nil || len(groups) == 0 {
+		return nil
+	}
+	return groups[0].Members
 }
 
 func aliveCount(ms []struct{ Name, State string }) int {
@@ -356,7 +378,7 @@ func TestPeersThreeNodes(t *testing.T) {
 				return
 			default:
 			}
-			for _, m := range nodes[1].peers(t) {
+			for _, m := range nodes[1].peersOrNil() {
 				if m.Name == "node1" && m.State != "alive" {
 					select {
 					case sawLeave <- m.State:

@@ -62,6 +62,11 @@ func as(t testing.TB, port int, user string, cookie string) response {
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
+		// a keep-alive connection closed by a config reload: retry once,
+		// as a browser does for an idempotent request
+		res, err = http.DefaultClient.Do(req)
+	}
+	if err != nil {
 		t.Fatalf("request as %s: %v", user, err)
 	}
 	defer res.Body.Close()

@@ -281,7 +281,7 @@ func rssKiB(pid int) (int64, error) {
 // opens; a port outside the range cannot.
 func freePort() (int, error) {
 	for range 100 {
-		port := 20000 + rand.IntN(12000)
+		port := 26000 + rand.IntN(6000)
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			ln.Close()
