@@ -1,6 +1,7 @@
 package sticky
 
 import (
+	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -142,7 +143,7 @@ func (a *App) parseTable(d *caddyfile.Dispenser) error {
 				tc.Len = n
 			}
 		case "size":
-			v, err := singleArg(d)
+			v, err := cfargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -152,7 +153,7 @@ func (a *App) parseTable(d *caddyfile.Dispenser) error {
 			}
 			tc.Size = n
 		case "expire":
-			v, err := singleArg(d)
+			v, err := cfargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -167,7 +168,7 @@ func (a *App) parseTable(d *caddyfile.Dispenser) error {
 			}
 			tc.NoPurge = true
 		case "peers":
-			v, err := singleArg(d)
+			v, err := cfargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -177,17 +178,6 @@ func (a *App) parseTable(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
-}
-
-func singleArg(d *caddyfile.Dispenser) (string, error) {
-	if !d.NextArg() {
-		return "", d.ArgErr()
-	}
-	v := d.Val()
-	if d.NextArg() {
-		return "", d.ArgErr()
-	}
-	return v, nil
 }
 
 var _ caddyfile.Unmarshaler = (*App)(nil)

@@ -90,7 +90,9 @@ http://127.0.0.1:%d {
 `, n.adminPort, n.dir, n.name, n.peerPort, joinLine, secret, n.httpPort, n.name, upstreamList(bs))
 }
 
-func (n *node) start(t *testing.T, bin, caddyfile string) {
+// launch runs bin as Caddy with caddyfile, logging to the node's folder;
+// the log is printed if the test fails.
+func (n *node) launch(t *testing.T, bin, caddyfile string) {
 	t.Helper()
 	path := filepath.Join(n.dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
@@ -115,6 +117,12 @@ func (n *node) start(t *testing.T, bin, caddyfile string) {
 			t.Logf("%s log:\n%s", n.name, log)
 		}
 	})
+}
+
+// start launches the node and waits for its admin API.
+func (n *node) start(t *testing.T, bin, caddyfile string) {
+	t.Helper()
+	n.launch(t, bin, caddyfile)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/sticky/tables", n.adminPort)); err == nil {
@@ -503,18 +511,7 @@ func TestPeersExample(t *testing.T) {
 // startNoAdmin starts a Caddy without an admin endpoint and waits for port.
 func (n *node) startNoAdmin(t *testing.T, bin, caddyfile string, port int) {
 	t.Helper()
-	path := filepath.Join(n.dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "run", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), runAsCaddyEnv+"=1", "XDG_CONFIG_HOME="+n.dir, "XDG_DATA_HOME="+n.dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.cmd, n.cancel, n.done = cmd, cancel, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(n.done) }()
+	n.launch(t, bin, caddyfile)
 	eventually(t, 30*time.Second, "backends listening", func() bool {
 		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 		if err != nil {
@@ -523,69 +520,4 @@ func (n *node) startNoAdmin(t *testing.T, bin, caddyfile string, port int) {
 		res.Body.Close()
 		return true
 	})
-}
-
-func (n *node) drained(t *testing.T) []string {
-	t.Helper()
-	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/sticky/servers", n.adminPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var out struct{ Drained []string }
-	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Drained
-}
-
-// TestPeersReplicateDrain drains a server through one node's admin API: the
-// other nodes stop sending new users there too, and undrain travels the
-// same way.
-func TestPeersReplicateDrain(t *testing.T) {
-	bs := startBackends(t, 3)
-	nodes, _ := startCluster(t, bs)
-	stuck := map[string]string{}
-	for i := 0; i < 30; i++ {
-		u := fmt.Sprintf("d%d", i)
-		stuck[u] = nodes[0].request(t, u).Body
-	}
-	res := postJSON(t, fmt.Sprintf("http://127.0.0.1:%d/sticky/servers/%s/drain", nodes[0].adminPort, bs[0].Addr), nil, nil)
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("drain: %d", res.StatusCode)
-	}
-	for _, n := range nodes[1:] {
-		n := n
-		eventually(t, 10*time.Second, n.name+" learns the drain", func() bool {
-			d := n.drained(t)
-			return len(d) == 1 && d[0] == bs[0].Addr
-		})
-	}
-	for i := 0; i < 30; i++ {
-		if r := nodes[1+i%2].request(t, fmt.Sprintf("fresh%d", i)); r.Body == bs[0].Name {
-			t.Fatalf("a new user went to the drained server through %s", nodes[1+i%2].name)
-		}
-	}
-	for u, b := range stuck {
-		eventually(t, 10*time.Second, u+" replicated", func() bool { return nodes[2].entries(t)[u] != "" })
-		if got := nodes[2].request(t, u).Body; got != b {
-			t.Errorf("stuck user %s moved from %s to %s by a drain", u, b, got)
-		}
-	}
-	req, _ := http.NewRequest(http.MethodDelete, fmt.Sprintf("http://127.0.0.1:%d/sticky/servers/%s/drain", nodes[2].adminPort, bs[0].Addr), nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("undrain: %d", res.StatusCode)
-	}
-	defer func() {
-		for _, n := range nodes {
-			t.Logf("%s drained: %v", n.name, n.drained(t))
-		}
-	}()
-	eventually(t, 10*time.Second, "node1 learns the undrain", func() bool { return len(nodes[0].drained(t)) == 0 })
 }

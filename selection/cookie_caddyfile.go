@@ -2,6 +2,7 @@ package selection
 
 import (
 	"encoding/json"
+	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -147,7 +148,7 @@ func (p *cookieParser) option(d *caddyfile.Dispenser) error {
 			return d.Errf("secure takes on or off, not %q", d.Val())
 		}
 	case "samesite":
-		v, err := oneArg(d)
+		v, err := cfargs.One(d)
 		if err != nil {
 			return err
 		}
@@ -158,7 +159,7 @@ func (p *cookieParser) option(d *caddyfile.Dispenser) error {
 			return d.Errf("samesite must be strict, lax or none, not %q", v)
 		}
 	case "domain", "path":
-		v, err := oneArg(d)
+		v, err := cfargs.One(d)
 		if err != nil {
 			return err
 		}
@@ -171,7 +172,7 @@ func (p *cookieParser) option(d *caddyfile.Dispenser) error {
 			s.Path = v
 		}
 	case "max_age", "maxidle", "maxlife":
-		v, err := oneArg(d)
+		v, err := cfargs.One(d)
 		if err != nil {
 			return err
 		}
@@ -191,7 +192,7 @@ func (p *cookieParser) option(d *caddyfile.Dispenser) error {
 			s.MaxLife = caddy.Duration(dur)
 		}
 	case "dynamic_key":
-		v, err := oneArg(d)
+		v, err := cfargs.One(d)
 		if err != nil {
 			return err
 		}
@@ -218,7 +219,7 @@ func (p *cookieParser) option(d *caddyfile.Dispenser) error {
 		}
 		s.Servers[addr] = args[1]
 	case "attr":
-		v, err := oneArg(d)
+		v, err := cfargs.One(d)
 		if err != nil {
 			return err
 		}
@@ -240,17 +241,6 @@ func (p *cookieParser) option(d *caddyfile.Dispenser) error {
 	}
 	p.seen[name] = true
 	return p.conflicts(d)
-}
-
-func oneArg(d *caddyfile.Dispenser) (string, error) {
-	if !d.NextArg() {
-		return "", d.ArgErr()
-	}
-	v := d.Val()
-	if d.NextArg() {
-		return "", d.ArgErr()
-	}
-	return v, nil
 }
 
 // loadFallback parses `fallback <policy> [args] [{...}]` into the policy's

@@ -1,6 +1,7 @@
 package selection
 
 import (
+	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -30,7 +31,7 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {
 		case "on", "match", "store_request":
-			key, err := oneArg(d)
+			key, err := cfargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -60,7 +61,7 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.Servers[addr] = args[1]
 		case "first_choice":
-			v, err := oneArg(d)
+			v, err := cfargs.One(d)
 			if err != nil {
 				return err
 			}
