@@ -1,7 +1,6 @@
 package sticky
 
 import (
-	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -9,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
+	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/sticktable"
 )

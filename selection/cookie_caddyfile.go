@@ -5,6 +5,7 @@ import (
 	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"strings"
 
+	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"

@@ -1,8 +1,9 @@
 package selection
 
 import (
-	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-sticky/sticky/internal/cfargs"
 )
 
 // UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
