@@ -2,14 +2,14 @@ package selection
 
 import (
 	"encoding/json"
-	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"strings"
 
-	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-sticky/sticky/internal/cfargs"
 )
 
 // UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
