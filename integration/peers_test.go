@@ -119,14 +119,23 @@ func (n *node) launch(t *testing.T, bin, caddyfile string) {
 	})
 }
 
-// start launches the node and waits for its admin API.
+// start launches the node and waits for its admin API and its site: Caddy
+// serves the admin API before its HTTP app listens.
 func (n *node) start(t *testing.T, bin, caddyfile string) {
 	t.Helper()
 	n.launch(t, bin, caddyfile)
+	up := func(url string) bool {
+		res, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return true
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/sticky/tables", n.adminPort)); err == nil {
-			res.Body.Close()
+		if up(fmt.Sprintf("http://127.0.0.1:%d/sticky/tables", n.adminPort)) &&
+			(n.httpPort == 0 || up(fmt.Sprintf("http://127.0.0.1:%d/", n.httpPort))) {
 			return
 		}
 		select {
