@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"github.com/caddy-sticky/sticky/sticktable"
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
@@ -921,18 +922,9 @@ func (w zapWriter) Write(p []byte) (int, error) {
 // version and the node makes two tables' sums equal only when they hold
 // the same writes.
 func entryHash(keyHash uint64, c *sticktable.Change) uint64 {
-	h := keyHash ^ mix64(c.Version^xxhash.Sum64String(c.Node))
+	h := keyHash ^ hashmix.Fmix64(c.Version^xxhash.Sum64String(c.Node))
 	if c.Op == sticktable.OpDelete {
 		h ^= 0x9e3779b97f4a7c15
 	}
-	return mix64(h)
-}
-
-func mix64(x uint64) uint64 {
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
+	return hashmix.Fmix64(h)
 }

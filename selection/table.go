@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/haproxycookie"
+	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -334,22 +335,11 @@ func rendezvous(pool reverseproxy.UpstreamPool, key string, exclude []string) *r
 		if !up.Available() || containsString(exclude, up.Dial) || (drained && drain.Is(up.Dial)) {
 			continue
 		}
-		if score := mix64(xxhash.Sum64String(up.Dial) ^ kh); best == nil || score > bestScore {
+		if score := hashmix.Splitmix64(xxhash.Sum64String(up.Dial) ^ kh); best == nil || score > bestScore {
 			best, bestScore = up, score
 		}
 	}
 	return best
-}
-
-// mix64 is a 64-bit finalizer (splitmix64), so that combining the two
-// hashes with xor still gives independent scores per server.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
 }
 
 // onResponse commits the stores with the server that answered.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/caddy-sticky/sticky/internal/hashmix"
 )
 
 // Benchmarks run at the scale the targets are stated for: a million
@@ -39,7 +41,7 @@ func benchKey(buf []byte, typ KeyType, i uint64) []byte {
 		return netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)}).AppendTo(buf)
 	}
 	const hexdigits = "0123456789abcdef"
-	a, b := mix64(i), mix64(i^0x5555555555555555)
+	a, b := hashmix.Fmix64(i), hashmix.Fmix64(i^0x5555555555555555)
 	for j := range 16 {
 		buf = append(buf, hexdigits[(a>>(4*j))&15])
 	}

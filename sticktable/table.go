@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 	"weak"
+
+	"github.com/caddy-sticky/sticky/internal/hashmix"
 )
 
 // Options are the parts of a table's setup that are not user
@@ -240,18 +242,7 @@ func (t *Table) hashKey(k *Key) uint64 {
 	}
 	lo := binary.LittleEndian.Uint64(k.fix[:8])
 	hi := binary.LittleEndian.Uint64(k.fix[8:])
-	return mix64(lo ^ t.fseed ^ mix64(hi+t.fseed))
-}
-
-// mix64 is a 64-bit finalizer (xor-shift-multiply): every input bit
-// affects the high bits the shard is chosen by.
-func mix64(x uint64) uint64 {
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
+	return hashmix.Fmix64(lo ^ t.fseed ^ hashmix.Fmix64(hi+t.fseed))
 }
 
 func (t *Table) emit(c Change) {

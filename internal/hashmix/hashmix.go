@@ -1,0 +1,26 @@
+// Package hashmix holds the 64-bit finalizers the project mixes hashes
+// with. Their outputs are part of behaviour: peers compare digests built
+// with Fmix64 across nodes, and rendezvous placement with Splitmix64 must
+// match on every instance, so neither may change.
+package hashmix
+
+// Fmix64 is MurmurHash3's 64-bit finalizer: every input bit affects every
+// output bit.
+func Fmix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// Splitmix64 is SplitMix64's finalizer.
+func Splitmix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
