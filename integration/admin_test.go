@@ -133,7 +133,9 @@ type apiTable struct {
 	Size   int    `json:"size"`
 	Used   int    `json:"used"`
 	Expire string `json:"expire"`
-	Stats  struct {
+	// NoPurge: full tables refuse new keys
+	NoPurge bool `json:"nopurge"`
+	Stats   struct {
 		Hits   uint64 `json:"hits"`
 		Stores uint64 `json:"stores"`
 	} `json:"stats"`
