@@ -67,7 +67,7 @@ type stateView struct {
 	tables  []*tableHandle // sorted by name
 	byName  map[string]*tableHandle
 	peers   map[string]string // table name -> its peer group
-	groups  []*groupHandle // sorted by name
+	groups  []*groupHandle    // sorted by name
 	cookies []*selection.StickyCookie
 }
 

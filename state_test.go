@@ -174,7 +174,7 @@ func TestRejectedProvisionLeavesNoTrace(t *testing.T) {
 		"bad later table": `{"sticky": {"tables": {"s": {"type": "ip", "size": 50, "nopurge": true}, "z": {"type": "bogus"}}}}`,
 		"short secret": `{"sticky": {"tables": {"s": {"type": "ip", "size": 50, "nopurge": true, "peers": "c"}},
 			"peers": {"c": {"name": "n1", "bind": "` + bind + `", "secrets": ["c2hvcnQ="]}}}}`,
-		"unknown app after ours": `{"sticky": {"tables": {"s": {"type": "ip", "size": 50, "nopurge": true}}}, "zz_no_such_app": {}}`,
+		"unknown app after ours":       `{"sticky": {"tables": {"s": {"type": "ip", "size": 50, "nopurge": true}}}, "zz_no_such_app": {}}`,
 		"a later table names no group": `{"sticky": {"tables": {"s": {"type": "ip", "size": 50, "nopurge": true}, "t": {"peers": "nope"}}}}`,
 	}
 	for name, apps := range cases {
