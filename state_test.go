@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -315,15 +316,28 @@ func TestTableRecreatedByReloadIsNotRefilled(t *testing.T) {
 func TestCookieRegistryFollowsTheRunningConfig(t *testing.T) {
 	freshState(t)
 	a, _ := newApp(t, `{}`)
-	defer stop(t, a)
 	next, _ := newProvisioned(t, `{}`)
-	state.addCookiePolicy(next.plan, nil)
+	policy := &selection.StickyCookie{Name: "SRV"}
+	next.AddCookiePolicy(policy)
 	if n := len(state.cookiePolicies()); n != 0 {
 		t.Fatalf("a config not yet running shows %d cookie policies", n)
 	}
 	_ = next.Cleanup()
 	if n := len(state.cookiePolicies()); n != 0 {
 		t.Fatalf("a rejected config left %d cookie policies", n)
+	}
+	good, _ := newProvisioned(t, `{}`)
+	good.AddCookiePolicy(policy)
+	if err := good.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop(t, a) // the reload succeeded: the old config stops
+	if got := state.cookiePolicies(); len(got) != 1 || got[0] != policy {
+		t.Fatalf("the running config's cookie policies: %v", got)
+	}
+	stop(t, good)
+	if n := len(state.cookiePolicies()); n != 0 {
+		t.Fatalf("%d cookie policies listed after the last config stopped", n)
 	}
 }
 
