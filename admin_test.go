@@ -429,6 +429,23 @@ func TestAdminPinThenShow(t *testing.T) {
 	adminExpect(t, "GET", "/sticky/tables/v6/entries/fe80::1%25eth0", "", 400) // zones name interfaces, not clients
 }
 
+// TestAdminPinIdentityCap: a server identity is capped (it was accepted at
+// 64 KB before): the longest allowed is stored, one byte more is refused
+// with a message giving the limit.
+func TestAdminPinIdentityCap(t *testing.T) {
+	h := adminTable(t, "ids", sticktable.Config{Type: sticktable.KeyString}, "")
+	adminPublish(t, h)
+	longest := strings.Repeat("s", sticktable.MaxServerLen)
+	adminExpect(t, "PUT", "/sticky/tables/ids/entries/a", `{"server": "`+longest+`"}`, 200)
+	res := adminExpect(t, "PUT", "/sticky/tables/ids/entries/b", `{"server": "`+longest+`x"}`, 400)
+	if msg := res.errorText(t); !strings.Contains(msg, "1024") {
+		t.Errorf("message %q does not give the limit", msg)
+	}
+	if _, ok := h.table.Get("b"); ok {
+		t.Error("an over-long identity was stored")
+	}
+}
+
 func TestAdminPinErrors(t *testing.T) {
 	h := adminTable(t, "clients", sticktable.Config{Type: sticktable.KeyIP}, "")
 	full := adminTable(t, "full", sticktable.Config{Type: sticktable.KeyInteger, Size: 1, NoPurge: true}, "")
@@ -450,6 +467,7 @@ func TestAdminPinErrors(t *testing.T) {
 		{`{"server": "a:80"} x`, 400},
 		{`["a:80"]`, 400},
 		{`{"server": "` + strings.Repeat("x", maxBodyBytes) + `"}`, 413},
+		{`{"server": "` + strings.Repeat("x", sticktable.MaxServerLen+1) + `"}`, 400},
 	} {
 		res := adminExpect(t, "PUT", target, c.body, c.status)
 		res.errorText(t)
