@@ -1,6 +1,7 @@
 package sticky
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -376,7 +377,9 @@ func (s *stateOwner) commitLocked(p *plan) error {
 	prev := s.running
 	for name, u := range p.tables {
 		if !u.created {
-			if err := u.h.table.Reconfigure(u.cfg.Size, u.cfg.Expire); err != nil {
+			if cur := u.h.table.Config(); cur.Size == cmp.Or(u.cfg.Size, sticktable.DefaultSize) && cur.Expire == cmp.Or(u.cfg.Expire, sticktable.DefaultExpire) {
+				// unchanged: a reload costs the table nothing
+			} else if err := u.h.table.Reconfigure(u.cfg.Size, u.cfg.Expire); err != nil {
 				// checked when planned; the table cannot have changed
 				p.logger.Error("applying table settings", zap.String("table", name), zap.Error(err))
 			}
