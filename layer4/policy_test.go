@@ -89,7 +89,7 @@ func outcomeOf(conn *layer4.Connection) string {
 	return s
 }
 
-func TestEachClientKeepsItsUpstream(t *testing.T) {
+func TestL4EachClientKeepsItsUpstream(t *testing.T) {
 	p := newPolicy(t, &StickTable{FallbackRaw: roundRobin()}, sticktable.KeyIP)
 	pool := newPool(3)
 	first := map[string]*l4proxy.Upstream{}
@@ -127,7 +127,7 @@ func TestEachClientKeepsItsUpstream(t *testing.T) {
 
 // A failed dial makes caddy-l4 call Select again on the same connection:
 // the failed upstream is skipped, the client re-stuck, others untouched.
-func TestReselectSkipsFailedUpstreamAndRestucks(t *testing.T) {
+func TestL4ReselectSkipsFailedUpstreamAndRestucks(t *testing.T) {
 	p := newPolicy(t, &StickTable{FallbackRaw: roundRobin()}, sticktable.KeyIP)
 	pool := newPool(3)
 	for i, ip := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"} {
@@ -178,7 +178,7 @@ func TestReselectSkipsFailedUpstreamAndRestucks(t *testing.T) {
 
 // An entry naming an upstream that is no longer configured (a reload
 // removed it) places the client again.
-func TestRemovedUpstreamMovesItsClientsOnly(t *testing.T) {
+func TestL4RemovedUpstreamMovesItsClientsOnly(t *testing.T) {
 	p := newPolicy(t, &StickTable{FallbackRaw: roundRobin()}, sticktable.KeyIP)
 	pool := newPool(3)
 	_, _ = p.table.Store("192.0.2.1", pool[0].String())
@@ -197,7 +197,7 @@ func TestRemovedUpstreamMovesItsClientsOnly(t *testing.T) {
 	}
 }
 
-func TestNamesAreStoredAndAddressesStillMatch(t *testing.T) {
+func TestL4NamesAreStoredAndAddressesStillMatch(t *testing.T) {
 	pool := newPool(2)
 	p := newPolicy(t, &StickTable{FallbackRaw: json.RawMessage(`{"policy":"first"}`),
 		Servers: map[string]string{pool[0].String(): "pg1", pool[1].String(): "pg2"}}, sticktable.KeyIP)
@@ -220,7 +220,7 @@ func TestNamesAreStoredAndAddressesStillMatch(t *testing.T) {
 
 // Two instances that share nothing place new clients identically with
 // first_choice hash, whatever the order of their upstreams.
-func TestFirstChoiceHashAgreesAcrossInstances(t *testing.T) {
+func TestL4FirstChoiceHashAgreesAcrossInstances(t *testing.T) {
 	pool := newPool(4)
 	reversed := l4proxy.UpstreamPool{pool[3], pool[2], pool[1], pool[0]}
 	a := newPolicy(t, &StickTable{FirstChoice: "hash", FallbackRaw: roundRobin()}, sticktable.KeyIP)
@@ -250,7 +250,7 @@ func TestFirstChoiceHashAgreesAcrossInstances(t *testing.T) {
 	}
 }
 
-func TestDrainedUpstreamKeepsItsClientsAndGetsNoNewOnes(t *testing.T) {
+func TestL4DrainedUpstreamKeepsItsClientsAndGetsNoNewOnes(t *testing.T) {
 	drain.Replace(nil)
 	t.Cleanup(func() { drain.Replace(nil) })
 	for _, firstChoice := range []string{"", "hash"} {
@@ -281,7 +281,7 @@ func TestDrainedUpstreamKeepsItsClientsAndGetsNoNewOnes(t *testing.T) {
 	}
 }
 
-func TestClientAddressKeys(t *testing.T) {
+func TestL4ClientAddressKeys(t *testing.T) {
 	pool := newPool(2)
 	ip := newPolicy(t, &StickTable{}, sticktable.KeyIP)
 	// an IPv4 client of a dual-stack listener is its IPv4 address
@@ -309,7 +309,7 @@ func TestClientAddressKeys(t *testing.T) {
 	}
 }
 
-func TestRemoteIP(t *testing.T) {
+func TestL4RemoteIP(t *testing.T) {
 	for _, c := range []struct {
 		addr net.Addr
 		want string
@@ -327,7 +327,7 @@ func TestRemoteIP(t *testing.T) {
 	}
 }
 
-func TestProvisionRefusesTablesThatCannotHoldAddresses(t *testing.T) {
+func TestL4ProvisionRefusesTablesThatCannotHoldAddresses(t *testing.T) {
 	table, _ := sticktable.New(sticktable.Config{Type: sticktable.KeyInteger})
 	defer table.Close()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
@@ -351,7 +351,7 @@ func TestProvisionRefusesTablesThatCannotHoldAddresses(t *testing.T) {
 // Select allocates nothing for a client found in the table, and nothing
 // beyond the table's own store for a new one, on a connection whose variable table has room (caddy-l4 makes that
 // map per connection; its first insert is the map's own allocation).
-func TestSelectDoesNotAllocate(t *testing.T) {
+func TestL4SelectDoesNotAllocate(t *testing.T) {
 	p := newPolicy(t, &StickTable{FallbackRaw: roundRobin()}, sticktable.KeyIP)
 	pool := newPool(3)
 	conn := connFrom("192.0.2.1", false)
@@ -379,7 +379,7 @@ func TestSelectDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func TestCaddyfile(t *testing.T) {
+func TestL4Caddyfile(t *testing.T) {
 	d := caddyfile.NewTestDispenser(`stick_table pg {
 		fallback least_conn
 		first_choice hash
