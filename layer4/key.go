@@ -14,25 +14,23 @@ import (
 // clientKey is the table key of the connection's client: the IP address of
 // its remote end. After caddy-l4's proxy_protocol handler the connection is
 // the one that handler wrapped, whose remote address is the one the PROXY
-// header carried. hashKey is the rendezvous hash of the address's text.
-// For ip and ipv6 tables this allocates nothing.
-func (p *StickTable) clientKey(conn *layer4.Connection) (key sticktable.Key, hashKey uint64, ok bool) {
-	addr, ok := remoteIP(conn.RemoteAddr())
+// header carried. addr is that address, for placing a new client; it is
+// valid even when the table cannot hold it. For ip and ipv6 tables this
+// allocates nothing.
+func (p *StickTable) clientKey(conn *layer4.Connection) (key sticktable.Key, addr netip.Addr, ok bool) {
+	addr, ok = remoteIP(conn.RemoteAddr())
 	if !ok {
-		return key, 0, false
+		return key, addr, false
 	}
 	// An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d; its
 	// key is the IPv4 address, as the HTTP policy's {client_ip} gives it.
 	addr = addr.Unmap()
-	var text [64]byte
-	b := addr.AppendTo(text[:0])
-	hashKey = rendezvous.HashBytes(b)
 	var err error
 	switch p.keyType {
 	case sticktable.KeyIP:
 		if !addr.Is4() {
 			p.debug("an IPv6 client does not fit an ip table (use type ipv6)", addr.String())
-			return key, hashKey, false
+			return key, addr, false
 		}
 		a4 := addr.As4()
 		key, err = p.table.KeyFromBytes(a4[:])
@@ -40,13 +38,21 @@ func (p *StickTable) clientKey(conn *layer4.Connection) (key sticktable.Key, has
 		a16 := addr.As16()
 		key, err = p.table.KeyFromBytes(a16[:])
 	default:
-		key, err = p.table.KeyFromBytes(b)
+		var text [64]byte
+		key, err = p.table.KeyFromBytes(addr.AppendTo(text[:0]))
 	}
 	if err != nil {
 		p.debug("client address refused by the table", err.Error())
-		return key, hashKey, false
+		return key, addr, false
 	}
-	return key, hashKey, true
+	return key, addr, true
+}
+
+// placementHash is the rendezvous hash of a client address: the hash of its
+// text, as the HTTP policy hashes {client_ip}.
+func placementHash(addr netip.Addr) uint64 {
+	var text [64]byte
+	return rendezvous.HashBytes(addr.AppendTo(text[:0]))
 }
 
 // remoteIP extracts the IP of a remote address without allocating for the

@@ -157,10 +157,10 @@ func (p *StickTable) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) 
 	if prev, ok := conn.GetVar(p.varKey).(*decision); ok && prev.policy == p {
 		return p.reselect(idx, pool, conn, prev)
 	}
-	key, hashKey, ok := p.clientKey(conn)
+	key, addr, ok := p.clientKey(conn)
 	if !ok {
 		// no address the table can hold: balance without persistence
-		return p.finish(conn, nil, p.chooseNew(idx, pool, conn, 0, nil), selection.OutcomeInvalid, nil)
+		return p.finish(conn, nil, p.chooseNew(idx, pool, conn, addr, nil), selection.OutcomeInvalid, nil)
 	}
 	outcome := selection.OutcomeMiss
 	entry, found := p.table.MatchKey(key)
@@ -183,7 +183,7 @@ func (p *StickTable) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) 
 	case sticktable.OutcomeExpired:
 		outcome = selection.OutcomeExpired
 	}
-	up := p.chooseNew(idx, pool, conn, hashKey, nil)
+	up := p.chooseNew(idx, pool, conn, addr, nil)
 	rec := p.stick(idx, key, up)
 	return p.finish(conn, rec, up, outcome, nil)
 }
@@ -202,8 +202,8 @@ func (p *StickTable) reselect(idx *poolIndex, pool l4proxy.UpstreamPool, conn *l
 	if outcome == selection.OutcomeHit || outcome == selection.OutcomeDrained {
 		outcome = selection.OutcomeRedispatched
 	}
-	key, hashKey, ok := p.clientKey(conn)
-	up := p.chooseNew(idx, pool, conn, hashKey, tried)
+	key, addr, ok := p.clientKey(conn)
+	up := p.chooseNew(idx, pool, conn, addr, tried)
 	var rec *serverRecord
 	if ok {
 		rec = p.stick(idx, key, up)

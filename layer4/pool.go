@@ -1,6 +1,8 @@
 package layer4
 
 import (
+	"net/netip"
+
 	"github.com/mholt/caddy-l4/layer4"
 	"github.com/mholt/caddy-l4/modules/l4proxy"
 
@@ -150,9 +152,9 @@ func (p *StickTable) drained(rec *serverRecord) bool {
 // drained upstream nor on one that failed for this connection, unless that
 // leaves nothing available (a drained or retried upstream beats refusing
 // the client).
-func (p *StickTable) chooseNew(idx *poolIndex, pool l4proxy.UpstreamPool, conn *layer4.Connection, hashKey uint64, exclude []*l4proxy.Upstream) *l4proxy.Upstream {
-	if p.FirstChoice == "hash" && hashKey != 0 {
-		if up := p.rendezvous(idx, conn, hashKey, exclude); up != nil {
+func (p *StickTable) chooseNew(idx *poolIndex, pool l4proxy.UpstreamPool, conn *layer4.Connection, client netip.Addr, exclude []*l4proxy.Upstream) *l4proxy.Upstream {
+	if p.FirstChoice == "hash" && client.IsValid() {
+		if up := p.rendezvous(idx, conn, placementHash(client), exclude); up != nil {
 			return up
 		}
 	}
