@@ -12,6 +12,7 @@ import (
 
 	_ "github.com/mholt/caddy-l4"
 
+	"github.com/caddy-sticky/sticky/internal/drain"
 	_ "github.com/caddy-sticky/sticky/layer4"
 )
 
@@ -318,6 +319,48 @@ func TestLayer4TCPStickTable(t *testing.T) {
 			t.Fatalf("after the reload %s moved from %s to %s", ip, want, got)
 		}
 	}
+
+	// The lookups are counted in the sticky metrics, by outcome: the moved
+	// clients' first connections were redispatched after a refused dial.
+	_, _, metrics := adminCall(t, adminPort, "GET", "/metrics", "")
+	for _, outcome := range []string{"miss", "hit", "redispatched"} {
+		if n := metricValue(string(metrics), `caddy_sticky_table_lookups_total{outcome="`+outcome+`",table="pg"}`); n < 1 {
+			t.Errorf("no %s lookups counted for table pg", outcome)
+		}
+	}
+	if n := metricValue(string(metrics), `caddy_sticky_table_lookups_total{outcome="redispatched",table="pg"}`); n < float64(len(moved)) {
+		t.Errorf("%v redispatched lookups, %d clients moved", n, len(moved))
+	}
+
+	// Draining a live backend through the admin API: its clients stay, new
+	// clients go elsewhere.
+	drain.Replace(nil)
+	t.Cleanup(func() { drain.Replace(nil) })
+	target := names[home[clientIP(0)]]
+	adminJSON(t, adminPort, "POST", "/sticky/servers/"+url.PathEscape(target.Addr)+"/drain", "", 200, nil)
+	for ip, want := range home {
+		if got := tcpAs(t, ip, tcpPort, ""); got != want {
+			t.Fatalf("drain of %s moved %s from %s to %s", target.Name, ip, want, got)
+		}
+	}
+	for i := range 8 {
+		if got := tcpAs(t, clientIP(200+i), tcpPort, ""); got == target.Name || got == victim.Name {
+			t.Fatalf("new client %s placed on %s (drained %s, dead %s)", clientIP(200+i), got, target.Name, victim.Name)
+		}
+	}
+}
+
+// metricValue finds one sample in Prometheus text output; -1 if absent.
+func metricValue(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
 }
 
 // TestLayer4UDPStickTable: a UDP client keeps its backend across the
