@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
@@ -67,6 +68,8 @@ type StickTable struct {
 	// names maps dial identities to configured names
 	names map[string]string
 	index atomic.Pointer[poolIndex]
+	// checkNames runs warnUnknownServers on the first pool
+	checkNames sync.Once
 }
 
 // CaddyModule returns the Caddy module information.

@@ -13,6 +13,7 @@ import (
 	"github.com/mholt/caddy-l4/layer4"
 	"github.com/mholt/caddy-l4/modules/l4proxy"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/rendezvous"
@@ -423,5 +424,18 @@ func TestL4Caddyfile(t *testing.T) {
 		if err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("accepted: %s", bad)
 		}
+	}
+}
+
+func TestL4WarnsOfServerLinesThatMatchNoUpstream(t *testing.T) {
+	pool := newPool(2)
+	p := newPolicy(t, &StickTable{Servers: map[string]string{pool[0].String(): "pg1", "tcp/" + pool[1].String(): "pg2"}}, sticktable.KeyIP)
+	core, logs := observer.New(zap.WarnLevel)
+	p.logger = zap.New(core)
+	p.Select(pool, connFrom("192.0.2.1", false))
+	p.Select(pool, connFrom("192.0.2.2", false))
+	warned := logs.FilterField(zap.String("server", "tcp/"+pool[1].String())).Len()
+	if warned != 1 || logs.Len() != 1 {
+		t.Fatalf("%d warnings about the unknown server, %d in all: %v", warned, logs.Len(), logs.All())
 	}
 }

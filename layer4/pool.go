@@ -5,6 +5,7 @@ import (
 
 	"github.com/mholt/caddy-l4/layer4"
 	"github.com/mholt/caddy-l4/modules/l4proxy"
+	"go.uber.org/zap"
 
 	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/rendezvous"
@@ -71,8 +72,21 @@ func (p *StickTable) indexFor(pool l4proxy.UpstreamPool) *poolIndex {
 		}
 		idx.byUpstream[up] = i
 	}
+	p.checkNames.Do(func() { p.warnUnknownServers(idx) })
 	p.index.Store(idx)
 	return idx
+}
+
+// warnUnknownServers reports `server` lines that name no upstream of the
+// proxy (the policy sees its upstreams only once connections arrive):
+// such a name is never stored, which is easy to miss.
+func (p *StickTable) warnUnknownServers(idx *poolIndex) {
+	for addr, name := range p.names {
+		if _, ok := idx.byServer[addr]; !ok {
+			p.logger.Warn("stick_table server address matches no upstream of the proxy (write it as the upstream's dial address)",
+				zap.String("table", p.Table), zap.String("server", addr), zap.String("name", name))
+		}
+	}
 }
 
 func (p *StickTable) newRecord(up *l4proxy.Upstream) *serverRecord {
