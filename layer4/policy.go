@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -186,8 +187,7 @@ func (p *StickTable) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) 
 	case sticktable.OutcomeExpired:
 		outcome = selection.OutcomeExpired
 	}
-	up := p.chooseNew(idx, pool, conn, addr, nil)
-	rec := p.stick(idx, key, up)
+	rec, up, outcome := p.place(idx, pool, conn, key, addr, nil, outcome)
 	return p.finish(conn, rec, up, outcome, nil)
 }
 
@@ -206,22 +206,45 @@ func (p *StickTable) reselect(idx *poolIndex, pool l4proxy.UpstreamPool, conn *l
 		outcome = selection.OutcomeRedispatched
 	}
 	key, addr, ok := p.clientKey(conn)
-	up := p.chooseNew(idx, pool, conn, addr, tried)
-	var rec *serverRecord
-	if ok {
-		rec = p.stick(idx, key, up)
+	if !ok {
+		return p.finish(conn, nil, p.chooseNew(idx, pool, conn, addr, tried), outcome, tried)
 	}
+	rec, up, outcome := p.place(idx, pool, conn, key, addr, tried, outcome)
 	return p.finish(conn, rec, up, outcome, tried)
 }
 
-// stick stores the client with up (its name when it has one); a store of
-// the upstream the client already has only refreshes the entry. caddy-l4
-// offers a selection policy no way to learn that the dial succeeded, so
-// the store happens here, before the dial: if the dial fails, caddy-l4
-// calls Select again (within try_duration) and the new choice overwrites it.
-func (p *StickTable) stick(idx *poolIndex, key sticktable.Key, up *l4proxy.Upstream) *serverRecord {
+// placing serialises the placement of one client: concurrent first
+// connections of a client (a database driver opening its pool) must all
+// reach one upstream, and so must the retries of connections that failed
+// together. Striped by the client's address, so different clients rarely
+// wait for each other; hits never take a lock.
+var placing [64]sync.Mutex
+
+// place chooses an upstream for a client that has none usable (outside
+// tried) and sticks it there (its name when it has one), unless a
+// concurrent connection of the same client has just done so, whose choice
+// it then follows.
+//
+// The store happens here, before caddy-l4 dials: caddy-l4 offers a
+// selection policy no way to learn that the dial succeeded. If the dial
+// fails, caddy-l4 calls Select again (within try_duration) and the new
+// choice overwrites the entry, so once the connection is established the
+// entry names the upstream that accepted it.
+func (p *StickTable) place(idx *poolIndex, pool l4proxy.UpstreamPool, conn *layer4.Connection, key sticktable.Key, addr netip.Addr, tried []*l4proxy.Upstream, outcome selection.Outcome) (*serverRecord, *l4proxy.Upstream, selection.Outcome) {
+	mu := &placing[placementHash(addr)%uint64(len(placing))]
+	mu.Lock()
+	defer mu.Unlock()
+	if entry, ok := p.table.GetKey(key); ok {
+		if rec := idx.find(entry.Server); rec != nil && !contains(tried, rec.up) && available(rec.up, conn) {
+			if len(tried) == 0 {
+				outcome = selection.OutcomeHit
+			}
+			return rec, rec.up, outcome
+		}
+	}
+	up := p.chooseNew(idx, pool, conn, addr, tried)
 	if up == nil {
-		return nil
+		return nil, nil, outcome
 	}
 	rec := idx.recordOf(up)
 	if rec == nil {
@@ -230,7 +253,7 @@ func (p *StickTable) stick(idx *poolIndex, key sticktable.Key, up *l4proxy.Upstr
 	if _, err := p.table.StoreKey(key, rec.id); err != nil {
 		p.debug("store refused", err.Error())
 	}
-	return rec
+	return rec, up, outcome
 }
 
 // finish records the decision on the connection and counts it.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -437,5 +438,44 @@ func TestL4WarnsOfServerLinesThatMatchNoUpstream(t *testing.T) {
 	warned := logs.FilterField(zap.String("server", "tcp/"+pool[1].String())).Len()
 	if warned != 1 || logs.Len() != 1 {
 		t.Fatalf("%d warnings about the unknown server, %d in all: %v", warned, logs.Len(), logs.All())
+	}
+}
+
+// A database driver opens its pool at once: every first connection of one
+// client must reach the same upstream, and so must their retries when that
+// upstream refuses them all.
+func TestL4ConcurrentFirstConnectionsOfAClientAgree(t *testing.T) {
+	p := newPolicy(t, &StickTable{FallbackRaw: json.RawMessage(`{"policy":"weighted_round_robin"}`)}, sticktable.KeyIP)
+	pool := newPool(3)
+	for c := range 20 {
+		ip := fmt.Sprintf("192.0.2.%d", c+1)
+		const n = 16
+		conns := make([]*layer4.Connection, n)
+		for i := range conns {
+			conns[i] = connFrom(ip, false)
+		}
+		for round := range 2 { // first choices, then retries after all of them failed
+			got := make([]*l4proxy.Upstream, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					got[i] = p.Select(pool, conns[i])
+				}()
+			}
+			close(start)
+			wg.Wait()
+			for i := range got {
+				if got[i] != got[0] {
+					t.Fatalf("client %s, round %d: connections went to %s and %s", ip, round, got[0], got[i])
+				}
+			}
+			if stored(t, p, ip) != got[0].String() {
+				t.Fatalf("client %s, round %d: entry %q, connections on %s", ip, round, stored(t, p, ip), got[0])
+			}
+		}
 	}
 }
