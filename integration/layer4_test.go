@@ -519,4 +519,23 @@ func TestLayer4Example(t *testing.T) {
 			t.Fatalf("client %s not re-stuck to pg2: %q", ip, entries[ip])
 		}
 	}
+
+	// pg1 returns and Caddy restarts (a full stop and a new start): the
+	// example persists its table, so every client still goes to pg2 and
+	// nobody moves back.
+	startTCPBackend(t, "pg1", pg[0].Addr)
+	if err := stopCaddy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := loadAgain(adapt(t, text)); err != nil {
+		t.Fatal(err)
+	}
+	if entries = tableEntries(t, ports["2019"], "pg"); len(entries) != len(home) {
+		t.Fatalf("after the restart the table has %d entries, want %d", len(entries), len(home))
+	}
+	for ip := range home {
+		if got := tcpAs(t, ip, port, ""); got != "pg2" || entries[ip] != pg[1].Addr {
+			t.Fatalf("after the restart client %s reached %s (entry %q), want pg2", ip, got, entries[ip])
+		}
+	}
 }
