@@ -12,7 +12,6 @@ import (
 
 	_ "github.com/mholt/caddy-l4"
 
-	"github.com/caddy-sticky/sticky/internal/drain"
 	_ "github.com/caddy-sticky/sticky/layer4"
 )
 
@@ -334,10 +333,9 @@ func TestLayer4TCPStickTable(t *testing.T) {
 
 	// Draining a live backend through the admin API: its clients stay, new
 	// clients go elsewhere.
-	drain.Replace(nil)
-	t.Cleanup(func() { drain.Replace(nil) })
 	target := names[home[clientIP(0)]]
 	adminJSON(t, adminPort, "POST", "/sticky/servers/"+url.PathEscape(target.Addr)+"/drain", "", 200, nil)
+	t.Cleanup(func() { adminCall(t, adminPort, "DELETE", "/sticky/servers/"+url.PathEscape(target.Addr)+"/drain", "") })
 	for ip, want := range home {
 		if got := tcpAs(t, ip, tcpPort, ""); got != want {
 			t.Fatalf("drain of %s moved %s from %s to %s", target.Name, ip, want, got)

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
@@ -61,6 +62,7 @@ type StickTable struct {
 
 	fallback l4proxy.Selector
 	table    *sticktable.Table
+	drainSet *drain.Set
 	keyType  sticktable.KeyType
 	counts   *selection.TableCounters
 	logger   *zap.Logger
@@ -117,6 +119,7 @@ func (p *StickTable) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	p.drainSet = src.Drained()
 	return p.load(ctx, table)
 }
 

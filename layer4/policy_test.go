@@ -68,6 +68,9 @@ func newPolicy(t testing.TB, p *StickTable, typ sticktable.KeyType) *StickTable 
 			p.names[a] = n
 		}
 	}
+	if p.drainSet == nil {
+		p.drainSet = drain.New()
+	}
 	if err := p.load(ctx, table); err != nil {
 		t.Fatal(err)
 	}
@@ -253,15 +256,14 @@ func TestL4FirstChoiceHashAgreesAcrossInstances(t *testing.T) {
 }
 
 func TestL4DrainedUpstreamKeepsItsClientsAndGetsNoNewOnes(t *testing.T) {
-	drain.Replace(nil)
-	t.Cleanup(func() { drain.Replace(nil) })
 	for _, firstChoice := range []string{"", "hash"} {
+		drained := drain.New()
 		p := newPolicy(t, &StickTable{FirstChoice: firstChoice, FallbackRaw: roundRobin(),
-			Servers: map[string]string{"10.0.0.2:5432": "pg2"}}, sticktable.KeyIP)
+			Servers: map[string]string{"10.0.0.2:5432": "pg2"}, drainSet: drained}, sticktable.KeyIP)
 		pool := newPool(3)
 		_, _ = p.table.Store("192.0.2.1", pool[0].String())
 		for _, by := range []string{pool[0].String(), "pg2"} { // by address, and by name
-			drain.Replace([]string{by})
+			drained.Replace([]string{by})
 			drainedUp := pool[0]
 			if by == "pg2" {
 				drainedUp = pool[1]
@@ -274,12 +276,11 @@ func TestL4DrainedUpstreamKeepsItsClientsAndGetsNoNewOnes(t *testing.T) {
 				_, _ = p.table.Delete(ip)
 			}
 		}
-		drain.Replace([]string{pool[0].String()})
+		drained.Replace([]string{pool[0].String()})
 		conn := connFrom("192.0.2.1", false)
 		if up := p.Select(pool, conn); up != pool[0] || outcomeOf(conn) != "drained" {
 			t.Fatalf("stuck client of a drained upstream: %s, outcome %q", up, outcomeOf(conn))
 		}
-		drain.Replace(nil)
 	}
 }
 

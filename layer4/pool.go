@@ -7,7 +7,6 @@ import (
 	"github.com/mholt/caddy-l4/modules/l4proxy"
 	"go.uber.org/zap"
 
-	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/rendezvous"
 	"github.com/caddy-sticky/sticky/selection"
 )
@@ -156,10 +155,10 @@ func anyAvailable(pool l4proxy.UpstreamPool, conn *layer4.Connection) bool {
 // server keeps its clients and gets no new ones. Drains are set by dial
 // address or by name.
 func (p *StickTable) drained(rec *serverRecord) bool {
-	if !drain.Any() {
+	if !p.drainSet.Any() {
 		return false
 	}
-	return drain.Is(rec.dial) || (rec.name != "" && drain.Is(rec.name))
+	return p.drainSet.Is(rec.dial) || (rec.name != "" && p.drainSet.Is(rec.name))
 }
 
 // chooseNew places a client that is not (or no longer) stuck: never on a
@@ -172,7 +171,7 @@ func (p *StickTable) chooseNew(idx *poolIndex, pool l4proxy.UpstreamPool, conn *
 			return up
 		}
 	}
-	anyDrained := drain.Any()
+	anyDrained := p.drainSet.Any()
 	if len(exclude) == 0 && !anyDrained {
 		return p.fallback.Select(pool, conn)
 	}
