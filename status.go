@@ -317,7 +317,7 @@ func (p *StatusPage) view(rep statusReport, nonce string) statusView {
 	}
 	for _, t := range rep.Tables {
 		tv := tableView{
-			Name: t.Name, Type: t.Type, Expire: t.Expire, Peers: t.Peers, Used: t.Used, Size: t.Size,
+			Name: t.Name, Type: t.Type, Expire: shortDuration(t.Expire), Peers: t.Peers, Used: t.Used, Size: t.Size,
 			Hits: t.Stats.Hits, Misses: t.Stats.Misses, Expired: t.Stats.Expired, Stores: t.Stats.Stores,
 			Evictions: t.Stats.Evictions, Refused: t.Stats.Refused, HitRatio: "–", HitSort: "-1",
 		}
@@ -408,6 +408,17 @@ func (p *StatusPage) view(rep statusReport, nonce string) statusView {
 		}
 	}
 	return v
+}
+
+// shortDuration drops the zero units Go prints: 30m0s reads 30m.
+func shortDuration(s string) string {
+	if strings.HasSuffix(s, "m0s") || strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 func makeServerView(s serverInfo, total int, now time.Time) serverView {
