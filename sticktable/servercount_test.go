@@ -199,12 +199,24 @@ func TestServerCountsCheckDetectsDrift(t *testing.T) {
 	defer tab.Close()
 	mustStore(t, tab, "u1", "web1")
 	mustCheck(t, tab)
-	c := tab.tally.byName["web1"]
-	c.stuck.Add(1)
-	if err := tab.check(); err == nil {
-		t.Fatal("check accepted a counter that disagrees with the entries")
+	var s *shard[string]
+	for si := range tab.strEng.shards {
+		if _, ok := tab.strEng.shards[si].servers.byName["web1"]; ok {
+			s = &tab.strEng.shards[si]
+		}
 	}
-	c.stuck.Add(-1)
+	i := s.servers.byName["web1"]
+	s.servers.refs[i]++
+	if err := tab.check(); err == nil {
+		t.Fatal("check accepted a count that disagrees with the entries")
+	}
+	s.servers.refs[i]--
+	mustCheck(t, tab)
+	tab.tally.byName["web1"].holders++
+	if err := tab.check(); err == nil {
+		t.Fatal("check accepted a server record held by more shards than intern it")
+	}
+	tab.tally.byName["web1"].holders--
 	mustCheck(t, tab)
 }
 

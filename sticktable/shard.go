@@ -64,10 +64,11 @@ type names struct {
 	list   []string
 	refs   []int32
 	free   []uint16
-	// tally, when set (server names), is told of every reference taken
-	// and dropped, through counts: the table's counter of each name.
-	tally  *serverTally
-	counts []*serverCount
+	// For server names only: the table's per-server record, told when a
+	// name is interned and forgotten, and per index the newest new user;
+	// see servercount.go.
+	tally   *serverTally
+	lastNew []int64
 }
 
 func newNames(zeroIsEmptyName bool) names {
@@ -94,25 +95,16 @@ func (n *names) acquire(name string) (uint16, bool) {
 		i = uint16(len(n.list))
 		n.list = append(n.list, "")
 		n.refs = append(n.refs, 0)
-		if n.tally != nil {
-			n.counts = append(n.counts, nil)
-		}
 	}
 	name = strings.Clone(name) // callers' strings may be views of request buffers
 	n.byName[name], n.list[i], n.refs[i] = i, name, 1
-	if n.tally != nil {
-		n.counts[i] = n.tally.attach(name)
-		n.counts[i].stuck.Add(1)
-	}
+	n.interned(i)
 	return i, true
 }
 
 func (n *names) hold(i uint16) {
 	if i != 0 {
 		n.refs[i]++
-		if n.tally != nil {
-			n.counts[i].stuck.Add(1)
-		}
 	}
 }
 
@@ -120,24 +112,11 @@ func (n *names) release(i uint16) {
 	if i == 0 {
 		return
 	}
-	if n.tally != nil {
-		n.counts[i].stuck.Add(-1)
-	}
 	if n.refs[i]--; n.refs[i] == 0 {
+		n.forgotten(i)
 		delete(n.byName, n.list[i])
 		n.list[i] = ""
 		n.free = append(n.free, i)
-		if n.tally != nil {
-			n.tally.detach(n.counts[i])
-			n.counts[i] = nil
-		}
-	}
-}
-
-// sawNewUser records a new entry, with version v, naming server i.
-func (n *names) sawNewUser(i uint16, v uint64) {
-	if n.tally != nil && i != 0 {
-		n.counts[i].sawNewUser(v)
 	}
 }
 
@@ -196,7 +175,7 @@ func (s *shard[K]) init(limit uint32, hash func(K) uint64, tally *serverTally) {
 	s.initSentinels()
 	s.top, s.hand, s.limit = firstSlot, firstSlot, limit
 	s.servers, s.nodes = newNames(false), newNames(true)
-	s.servers.tally, s.servers.counts = tally, []*serverCount{nil}
+	s.servers.tally = tally
 }
 
 func (s *shard[K]) initSentinels() {
