@@ -64,10 +64,14 @@ func formatPerTable(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-// formatAgo renders an age to the second, or to the minute past an hour.
+// formatAgo renders an age to the second, to the minute past an hour, in
+// days past two.
 func formatAgo(d time.Duration) string {
 	if d < 0 {
 		d = 0
+	}
+	if d >= 48*time.Hour {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
 	}
 	if d >= time.Hour {
 		return d.Round(time.Minute).String()
