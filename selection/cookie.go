@@ -122,6 +122,7 @@ type StickyCookie struct {
 	dynamicKey []byte
 	servers    map[string]string
 	varKey     string
+	seenKey    string
 	sameSite   string
 	index      atomic.Pointer[serverIndex]
 	logger     *zap.Logger
@@ -193,6 +194,7 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 		s.servers[normalizeDial(addr)] = value
 	}
 	s.varKey = "sticky_cookie." + s.Name
+	s.seenKey = s.varKey + ".presented"
 
 	if s.FallbackRaw == nil {
 		s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
@@ -318,23 +320,17 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 	outcome := OutcomeMiss
 	var firstSeen time.Time
 
-	raw, found := haproxycookie.FindCookie(r.Header["Cookie"], s.Name)
+	raw, found := s.readCookie(r, vars)
 	if found {
 		serverValue := raw
 		if s.Mode == ModePrefix {
-			sv, _, ok := haproxycookie.SplitPrefix(raw)
-			if ok {
+			if sv, _, ok := haproxycookie.SplitPrefix(raw); ok {
 				serverValue = sv
-				// the application only ever sees the value it set
-				rewriteRequestCookie(r, s.Name)
 			} else {
 				// the application's own cookie without our mark: leave it
 				// alone and let the fallback choose
 				serverValue = ""
 			}
-		}
-		if s.Indirect && s.Mode == ModeInsert {
-			removeRequestCookie(r, s.Name)
 		}
 		if serverValue != "" {
 			var rec *serverRecord
@@ -360,6 +356,42 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 	}
 	rec := s.recordFor(pool, up)
 	return s.finish(vars, r, s.newDecision(rec, outcome, r, now, firstSeen), up)
+}
+
+// presentedCookie is our cookie as the client sent it, kept for the
+// request's later Select calls once the first one edited the request.
+type presentedCookie struct {
+	value string
+	found bool
+}
+
+// readCookie returns the value of our cookie as the client sent it, and
+// makes the request what the application must see: indirect removes the
+// cookie, prefix strips the server part. Caddy calls Select again after a
+// nil selection (try_duration), and the edits are not repeatable (a second
+// strip would cut into the application's own value), so the first reading is
+// kept in the request's vars whenever the request was edited, and later
+// calls read it from there. Requests that need no edit store nothing, so a
+// plain hit allocates nothing.
+func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, bool) {
+	if p, ok := vars[s.seenKey].(*presentedCookie); ok {
+		return p.value, p.found
+	}
+	raw, found := haproxycookie.FindCookie(r.Header["Cookie"], s.Name)
+	edited := false
+	if found && s.Mode == ModePrefix {
+		if _, _, ok := haproxycookie.SplitPrefix(raw); ok {
+			// the application only ever sees the value it set
+			edited = rewriteRequestCookie(r, s.Name)
+		}
+	}
+	if s.Indirect && s.Mode == ModeInsert {
+		edited = removeRequestCookie(r, s.Name) || edited
+	}
+	if edited && vars != nil {
+		vars[s.seenKey] = &presentedCookie{value: raw, found: found}
+	}
+	return raw, found
 }
 
 // reselect handles a retry: the upstream of the previous attempt failed, so
