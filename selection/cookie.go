@@ -129,7 +129,7 @@ type StickyCookie struct {
 	counts     *outcomeCounters
 	inserts    interface{ Inc() }
 	uncached   interface{ Inc() }
-	created    *reverseproxy.HTTPTransport
+	side       responseSide
 	now        func() time.Time
 }
 
@@ -147,8 +147,7 @@ func (s *StickyCookie) Provision(ctx caddy.Context) error {
 	if err := s.setup(ctx); err != nil {
 		return err
 	}
-	var err error
-	if s.created, err = attachResponseHook(ctx, s); err != nil {
+	if err := s.side.attach(ctx, s, "sticky_cookie", s.Name); err != nil {
 		return err
 	}
 	registerCookiePolicy(s)
@@ -214,13 +213,10 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup releases the transport the policy had to create for its handler.
+// Cleanup detaches the policy from its handler's transport.
 func (s *StickyCookie) Cleanup() error {
 	unregisterCookiePolicy(s)
-	if s.created != nil {
-		return s.created.Cleanup()
-	}
-	return nil
+	return s.side.release()
 }
 
 // validate applies HAProxy's rules on which options combine.
@@ -341,7 +337,7 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 				if !fresh {
 					d = s.newDecision(rec, OutcomeHit, r, now, firstSeen)
 				}
-				return s.finish(vars, r, d, pool[rec.pos])
+				return s.finish(vars, r, w, d, pool[rec.pos])
 			}
 		} else if s.Mode != ModePrefix {
 			outcome = OutcomeInvalid
@@ -355,7 +351,7 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 		return nil
 	}
 	rec := s.recordFor(pool, up)
-	return s.finish(vars, r, s.newDecision(rec, outcome, r, now, firstSeen), up)
+	return s.finish(vars, r, w, s.newDecision(rec, outcome, r, now, firstSeen), up)
 }
 
 // presentedCookie is our cookie as the client sent it, kept for the
@@ -416,12 +412,15 @@ func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request,
 	}
 	d := s.newDecision(rec, outcome, r, now, prev.firstSeen)
 	d.tried = tried
-	return s.finish(vars, r, d, up)
+	return s.finish(vars, r, w, d, up)
 }
 
-func (s *StickyCookie) finish(vars map[string]any, r *http.Request, d *cookieDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+func (s *StickyCookie) finish(vars map[string]any, r *http.Request, w http.ResponseWriter, d *cookieDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
 	if vars != nil {
 		vars[s.varKey] = d
+	}
+	if !s.side.installed() {
+		s.withoutResponse(w, r, d)
 	}
 	s.counts.inc(d.outcome)
 	setOutcomePlaceholder(r, d.outcome)
@@ -568,6 +567,30 @@ func (s *StickyCookie) onResponse(vars map[string]any, req *http.Request, res *h
 			s.makePrivate(req, res)
 		}
 	}
+}
+
+// withoutResponse is what insert mode can still do when the handler's
+// responses bypass the policy (see responseSide): set the cookie on the
+// client's response directly, as Caddy's own cookie policy does, replacing
+// the one of an earlier attempt. nocache, preserve and the removal of the
+// application's cookie need the response and are lost, as are rewrite and
+// prefix; the requests are counted and the cause logged.
+func (s *StickyCookie) withoutResponse(w http.ResponseWriter, r *http.Request, d *cookieDecision) {
+	if w == nil || s.Mode != ModeInsert || d.server == nil {
+		return
+	}
+	h := w.Header()
+	removeSetCookie(h, s.Name)
+	if d.setCookie == "" || (s.PostOnly && r.Method != http.MethodPost) {
+		return
+	}
+	h.Add("Set-Cookie", d.setCookie)
+	s.inserts.Inc()
+}
+
+// onError leaves the error of a failed attempt as it is.
+func (s *StickyCookie) onError(_ map[string]any, _ *http.Request, err error) error {
+	return err
 }
 
 func (s *StickyCookie) makePrivate(req *http.Request, res *http.Response) {

@@ -98,6 +98,12 @@ var (
 		Name:      "table_lookups_total",
 		Help:      "Requests seen by stick_table policies, by table and persistence outcome.",
 	}, []string{"table", "outcome"})
+	responseSideMissing = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "sticky",
+		Name:      "response_side_missing_total",
+		Help:      "Requests served by a sticky policy whose reverse_proxy transport no longer passes responses through it (see the error log).",
+	}, []string{"policy", "name"})
 	cookieUncached = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy",
 		Subsystem: "sticky",

@@ -80,6 +80,7 @@ type StickTable struct {
 	index    atomic.Pointer[dialIndex]
 	// names maps dial addresses to configured names, dials the reverse
 	names, dials map[string]string
+	side         responseSide
 }
 
 // TableRule is one key of the request.
@@ -123,8 +124,12 @@ func (p *StickTable) Provision(ctx caddy.Context) error {
 	if err := p.setup(ctx); err != nil {
 		return err
 	}
-	_, err := attachResponseHook(ctx, p)
-	return err
+	return p.side.attach(ctx, p, "stick_table", p.Table)
+}
+
+// Cleanup detaches the policy from its handler's transport.
+func (p *StickTable) Cleanup() error {
+	return p.side.release()
 }
 
 func (p *StickTable) setup(ctx caddy.Context) error {
@@ -308,6 +313,13 @@ func (p *StickTable) finish(vars map[string]any, r *http.Request, d *tableDecisi
 	if vars != nil {
 		vars[p.varKey] = d
 	}
+	if !p.side.installed() {
+		// responses bypass the policy (see responseSide): store the
+		// request's keys now, with the server chosen, rather than never
+		for _, k := range d.store {
+			p.storeKey(k, d.server)
+		}
+	}
 	p.counts.inc(d.outcome)
 	setOutcomePlaceholder(r, d.outcome)
 	return up
@@ -368,6 +380,11 @@ func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.
 		}
 		p.storeKey(k, d.server)
 	}
+}
+
+// onError leaves the error of a failed attempt as it is.
+func (p *StickTable) onError(_ map[string]any, _ *http.Request, err error) error {
+	return err
 }
 
 // storeKey records k with the server that answered (its name when it has
@@ -455,5 +472,6 @@ func setCookieValue(h http.Header, name string) string {
 var (
 	_ reverseproxy.Selector = (*StickTable)(nil)
 	_ caddy.Provisioner     = (*StickTable)(nil)
+	_ caddy.CleanerUpper    = (*StickTable)(nil)
 	_ responseHook          = (*StickTable)(nil)
 )
