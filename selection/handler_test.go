@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/caddy-sticky/sticky/sticktable"
 )
@@ -127,4 +130,96 @@ func TestCreatedTransportCleanedUpWhenTableIsCookieFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plainTransport is a transport installed behind the policies' back, as a
+// Caddy that provisioned the transport after the selection policy would.
+type plainTransport struct{}
+
+func (plainTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, net.ErrClosed }
+
+// Issue 8: the response-side wrapper relied on Caddy loading the transport
+// before the policy. When the wrapper is not in the handler's transport at
+// the first Select, the policy must say so (one error log, a metric per
+// request) and still set insert cookies and store request keys.
+func TestReplacedTransportIsDetectedAndCountedAtFirstSelect(t *testing.T) {
+	h, _ := loadProxy(t, `{"upstreams": [{"dial": "127.0.0.1:9"}, {"dial": "127.0.0.1:10"}], "load_balancing": {"selection_policy":
+		{"policy": "sticky_cookie", "name": "REPLACED", "fallback": {"policy": "stick_table", "table": "replaced", "rules": [{"key": "{http.request.header.X-User}", "match": true, "store": true}]}}}}`)
+	s := h.LoadBalancing.SelectionPolicy.(*StickyCookie)
+	pool := reverseproxy.UpstreamPool{{Host: new(reverseproxy.Host), Dial: "127.0.0.1:9"}, {Host: new(reverseproxy.Host), Dial: "127.0.0.1:10"}}
+
+	// with the wrapper in place nothing is counted
+	r := newRequest("")
+	if s.Select(pool, r, httptest.NewRecorder()) == nil {
+		t.Fatal("no upstream")
+	}
+	cookieMissing := responseSideMissing.WithLabelValues("sticky_cookie", "REPLACED")
+	tableMissing := responseSideMissing.WithLabelValues("stick_table", "replaced")
+	base, tableBase := counterValue(cookieMissing), counterValue(tableMissing)
+	s.Select(pool, newRequest(""), httptest.NewRecorder())
+	if n := counterValue(cookieMissing) - base; n != 0 {
+		t.Fatalf("counted %v missing with the wrapper installed", n)
+	}
+
+	// a policy whose state is fresh, in a handler whose transport was
+	// replaced after Provision
+	h2, _ := loadProxy(t, `{"upstreams": [{"dial": "127.0.0.1:9"}], "load_balancing": {"selection_policy":
+		{"policy": "sticky_cookie", "name": "REPLACED", "fallback": {"policy": "stick_table", "table": "replaced", "rules": [{"key": "{http.request.header.X-User}", "match": true, "store": true}]}}}}`)
+	h2.Transport = plainTransport{}
+	s = h2.LoadBalancing.SelectionPolicy.(*StickyCookie)
+	p := s.fallback.(*StickTable)
+	for i := 1; i <= 3; i++ {
+		r := newRequest("")
+		r.Header.Set("X-User", "alice")
+		withHTTPPlaceholders(r)
+		w := httptest.NewRecorder()
+		up := s.Select(pool, r, w)
+		if up == nil {
+			t.Fatal("no upstream")
+		}
+		if v, ok := cookieFrom(w.Header(), "REPLACED"); !ok || v != s.valueFor(up.Dial) {
+			t.Fatalf("request %d: no cookie set without the response side: %v", i, w.Header()["Set-Cookie"])
+		}
+		if got := counterValue(cookieMissing) - base; got != float64(i) {
+			t.Errorf("request %d: sticky_cookie counted %v missing", i, got)
+		}
+	}
+	if got := counterValue(tableMissing) - tableBase; got < 1 {
+		t.Errorf("stick_table counted %v missing", got)
+	}
+	if e, ok := p.table.Get("alice"); !ok || e.Server == "" {
+		t.Errorf("the request key was not stored without the response side: %+v %v", e, ok)
+	}
+	// a retry replaces the cookie of the failed attempt: one Set-Cookie
+	r = newRequest("")
+	w := httptest.NewRecorder()
+	s.Select(pool, r, w)
+	s.Select(pool, r, w)
+	if n := len(w.Header()["Set-Cookie"]); n != 1 {
+		t.Errorf("%d Set-Cookie after a retry, want 1: %v", n, w.Header()["Set-Cookie"])
+	}
+}
+
+func cookieFrom(h http.Header, name string) (string, bool) {
+	for _, line := range h["Set-Cookie"] {
+		if c, err := http.ParseSetCookie(line); err == nil && c.Name == name {
+			return c.Value, true
+		}
+	}
+	return "", false
+}
+
+// counterValue reads a counter's current value.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
+
+// withHTTPPlaceholders gives the request's replacer the http.request.*
+// placeholders, keeping its vars.
+func withHTTPPlaceholders(r *http.Request) {
+	caddyhttp.NewTestReplacer(r)
 }
