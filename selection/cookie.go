@@ -316,8 +316,13 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 	outcome := OutcomeMiss
 	var firstSeen time.Time
 
-	raw, found := s.readCookie(r, vars)
-	if found {
+	raw, presence := s.readCookie(r, vars)
+	switch presence {
+	case haproxycookie.Unusable:
+		// malformed or oversized: there, but names nobody
+		s.debug("malformed or oversized persistence cookie", raw)
+		outcome = OutcomeInvalid
+	case haproxycookie.Present:
 		serverValue := raw
 		if s.Mode == ModePrefix {
 			if sv, _, ok := haproxycookie.SplitPrefix(raw); ok {
@@ -332,14 +337,18 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 			var rec *serverRecord
 			var fresh bool
 			rec, outcome, firstSeen, fresh = s.checkValue(idx, pool, serverValue, now)
-			if outcome == OutcomeHit {
+			if outcome == OutcomeHit || outcome == OutcomeDrained {
 				d := rec.hit
+				if outcome == OutcomeDrained {
+					d = rec.drainedHit
+				}
 				if !fresh {
-					d = s.newDecision(rec, OutcomeHit, r, now, firstSeen)
+					d = s.newDecision(rec, outcome, r, now, firstSeen)
 				}
 				return s.finish(vars, r, w, d, pool[rec.pos])
 			}
 		} else if s.Mode != ModePrefix {
+			s.debug("empty persistence cookie", raw)
 			outcome = OutcomeInvalid
 		}
 	}
@@ -357,8 +366,8 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 // presentedCookie is our cookie as the client sent it, kept for the
 // request's later Select calls once the first one edited the request.
 type presentedCookie struct {
-	value string
-	found bool
+	value    string
+	presence haproxycookie.Presence
 }
 
 // readCookie returns the value of our cookie as the client sent it, and
@@ -369,13 +378,13 @@ type presentedCookie struct {
 // kept in the request's vars whenever the request was edited, and later
 // calls read it from there. Requests that need no edit store nothing, so a
 // plain hit allocates nothing.
-func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, bool) {
+func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, haproxycookie.Presence) {
 	if p, ok := vars[s.seenKey].(*presentedCookie); ok {
-		return p.value, p.found
+		return p.value, p.presence
 	}
-	raw, found := haproxycookie.FindCookie(r.Header["Cookie"], s.Name)
+	raw, presence := haproxycookie.ScanCookie(r.Header["Cookie"], s.Name)
 	edited := false
-	if found && s.Mode == ModePrefix {
+	if presence == haproxycookie.Present && s.Mode == ModePrefix {
 		if _, _, ok := haproxycookie.SplitPrefix(raw); ok {
 			// the application only ever sees the value it set
 			edited = rewriteRequestCookie(r, s.Name)
@@ -385,9 +394,9 @@ func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string,
 		edited = removeRequestCookie(r, s.Name) || edited
 	}
 	if edited && vars != nil {
-		vars[s.seenKey] = &presentedCookie{value: raw, found: found}
+		vars[s.seenKey] = &presentedCookie{value: raw, presence: presence}
 	}
-	return raw, found
+	return raw, presence
 }
 
 // reselect handles a retry: the upstream of the previous attempt failed, so
@@ -403,7 +412,7 @@ func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request,
 	}
 	rec := s.recordFor(pool, up)
 	outcome := prev.outcome
-	if prev.server != nil && rec.dial != prev.server.dial && prev.outcome == OutcomeHit {
+	if prev.server != nil && rec.dial != prev.server.dial && (prev.outcome == OutcomeHit || prev.outcome == OutcomeDrained) {
 		outcome = OutcomeRedispatched
 	}
 	var now time.Time
@@ -462,6 +471,10 @@ func (s *StickyCookie) checkValue(idx *serverIndex, pool reverseproxy.UpstreamPo
 	}
 	if !pool[rec.pos].Available() {
 		return nil, OutcomeDown, firstSeen, false
+	}
+	if serverDrained(rec.dial) {
+		// drained servers keep their users
+		return rec, OutcomeDrained, firstSeen, fresh
 	}
 	return rec, OutcomeHit, firstSeen, fresh
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +40,11 @@ func (fakeStickyApp) StickTable(name string) (*sticktable.Table, error) {
 	if t, ok := fakeTables[name]; ok {
 		return t, nil
 	}
-	t, err := sticktable.New(sticktable.Config{Size: 1024, Expire: time.Hour})
+	cfg := sticktable.Config{Size: 1024, Expire: time.Hour}
+	if strings.HasPrefix(name, "ip_") {
+		cfg.Type = sticktable.KeyIP
+	}
+	t, err := sticktable.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -48,6 +53,37 @@ func (fakeStickyApp) StickTable(name string) (*sticktable.Table, error) {
 }
 
 func init() { caddy.RegisterModule(fakeStickyApp{}) }
+
+// provisionedTable sets a stick_table policy up from JSON against the fake
+// sticky app (without a handler).
+func provisionedTable(t *testing.T, cfg string) *StickTable {
+	t.Helper()
+	root, err := caddy.ProvisionContext(&caddy.Config{Admin: &caddy.AdminConfig{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(root)
+	t.Cleanup(cancel)
+	p := new(StickTable)
+	if err := json.Unmarshal([]byte(cfg), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// userRequest is a request as Caddy hands it to a policy, with the
+// http.request.* placeholders, from user (the X-User header) and cookie.
+func userRequest(user, cookie string) *http.Request {
+	r := newRequest(cookie)
+	if user != "" {
+		r.Header.Set("X-User", user)
+	}
+	withHTTPPlaceholders(r)
+	return r
+}
 
 // loadProxy provisions a real reverse_proxy handler from JSON, the way Caddy
 // loads one from a config, and returns it with the function that ends its

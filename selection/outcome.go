@@ -24,16 +24,22 @@ const (
 	OutcomeExpired
 	// OutcomeTooOld: the cookie was first issued longer ago than maxlife.
 	OutcomeTooOld
-	// OutcomeInvalid: malformed, forged, oversized or future-dated, or it
-	// names no server of the pool.
+	// OutcomeInvalid: the request carried a persistence value that is
+	// unusable: a cookie (or header) that is empty, malformed (bytes a
+	// cookie cannot hold), oversized (over 4 KiB), dated in the future, or
+	// that names no server of the pool; a table key that does not parse for
+	// the table's type. A quoted valid cookie is not invalid: quotes are
+	// stripped, as net/http does, and it is a hit.
 	OutcomeInvalid
 	// OutcomeDown: the server it names is unavailable; redispatched.
 	OutcomeDown
 	// OutcomeRedispatched: the stuck server failed during this request and
 	// Caddy retried; the retry went elsewhere and the user is re-stuck.
 	OutcomeRedispatched
-	// OutcomeDrained: the key was new and the server it would have gone to
-	// is drained.
+	// OutcomeDrained: the request went to the server it is stuck to, which
+	// is drained (drained servers keep their users and get no new ones).
+	// Both policies count it instead of hit, so the count falls to zero as
+	// a drained server's users leave.
 	OutcomeDrained
 	numOutcomes
 )

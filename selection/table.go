@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/haproxycookie"
 	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"github.com/caddy-sticky/sticky/sticktable"
@@ -270,7 +269,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 			default:
 				hit = up
 				d.outcome = OutcomeHit
-				if drain.Any() && drain.Is(up.Dial) {
+				if serverDrained(up.Dial) {
 					d.outcome = OutcomeDrained
 				}
 			}
@@ -286,7 +285,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		up = p.chooseNew(pool, r, w, hashKey, nil)
 	}
 	if up == nil {
-		p.counts.inc(d.outcome)
+		p.count(d.outcome)
 		setOutcomePlaceholder(r, d.outcome)
 		return nil
 	}
@@ -320,9 +319,19 @@ func (p *StickTable) finish(vars map[string]any, r *http.Request, d *tableDecisi
 			p.storeKey(k, d.server)
 		}
 	}
-	p.counts.inc(d.outcome)
+	p.count(d.outcome)
 	setOutcomePlaceholder(r, d.outcome)
 	return up
+}
+
+// count records a lookup's outcome in the policy's metric and, for invalid
+// keys, in the table's Stats.Invalid (what /sticky/tables shows as
+// stats.invalid), so both count the same lookups.
+func (p *StickTable) count(o Outcome) {
+	p.counts.inc(o)
+	if o == OutcomeInvalid {
+		p.table.NoteInvalid()
+	}
 }
 
 // chooseNew places a user who is not (or no longer) stuck.
@@ -342,9 +351,9 @@ func rendezvous(pool reverseproxy.UpstreamPool, key string, exclude []string) *r
 	kh := xxhash.Sum64String(key)
 	var best *reverseproxy.Upstream
 	var bestScore uint64
-	drained := drain.Any()
+	drained := anyDrained()
 	for _, up := range pool {
-		if !up.Available() || containsString(exclude, up.Dial) || (drained && drain.Is(up.Dial)) {
+		if !up.Available() || containsString(exclude, up.Dial) || (drained && isDrained(up.Dial)) {
 			continue
 		}
 		if score := hashmix.Splitmix64(xxhash.Sum64String(up.Dial) ^ kh); best == nil || score > bestScore {
