@@ -114,6 +114,15 @@ type StickyCookie struct {
 	// "Partitioned" (HAProxy's attr).
 	Attrs []string `json:"attrs,omitempty"`
 
+	// Strict persistence: a user whose cookie names a server that is down,
+	// or that fails during the request, gets 503 Service Unavailable
+	// instead of being moved to another server, also when Caddy retries
+	// (lb_retries, try_duration: a server that comes back within
+	// try_duration is used). Users without a valid cookie are served as
+	// usual. For applications where a moved session is worse than an
+	// error. Outcome: strict_refused.
+	Strict bool `json:"strict,omitempty"`
+
 	// The policy for users without a valid cookie, and for redispatch.
 	// Default: random.
 	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
@@ -130,7 +139,9 @@ type StickyCookie struct {
 	inserts    interface{ Inc() }
 	uncached   interface{ Inc() }
 	side       responseSide
-	now        func() time.Time
+	// refused marks a request refused at selection by strict
+	refused *cookieDecision
+	now     func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -194,6 +205,7 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 	}
 	s.varKey = "sticky_cookie." + s.Name
 	s.seenKey = s.varKey + ".presented"
+	s.refused = &cookieDecision{policy: s, outcome: OutcomeStrictRefused}
 
 	if s.FallbackRaw == nil {
 		s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
@@ -302,8 +314,14 @@ type cookieDecision struct {
 // every other request to the fallback's choice.
 func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	refusedBefore := false
 	if prev, ok := vars[s.varKey].(*cookieDecision); ok && prev.policy == s {
-		return s.reselect(pool, r, w, vars, prev)
+		if prev != s.refused {
+			return s.reselect(pool, r, w, vars, prev)
+		}
+		// strict refused an earlier try of this request: the server may
+		// be back (try_duration), so decide again
+		refusedBefore = true
 	}
 
 	idx := s.indexFor(pool)
@@ -346,6 +364,9 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 					d = s.newDecision(rec, outcome, r, now, firstSeen)
 				}
 				return s.finish(vars, r, w, d, pool[rec.pos])
+			}
+			if outcome == OutcomeDown && s.Strict {
+				return s.refuseDown(vars, r, refusedBefore)
 			}
 		} else if s.Mode != ModePrefix {
 			s.debug("empty persistence cookie", raw)
@@ -402,6 +423,9 @@ func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string,
 // reselect handles a retry: the upstream of the previous attempt failed, so
 // the user is redispatched to another one and re-stuck there.
 func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, vars map[string]any, prev *cookieDecision) *reverseproxy.Upstream {
+	if s.Strict && (prev.outcome == OutcomeStrictRefused || stuck(prev.outcome)) {
+		return s.refuseFailed(vars, r, prev)
+	}
 	tried := prev.tried
 	if prev.server != nil {
 		tried = append(tried[:len(tried):len(tried)], prev.server.dial)
@@ -599,11 +623,6 @@ func (s *StickyCookie) withoutResponse(w http.ResponseWriter, r *http.Request, d
 	}
 	h.Add("Set-Cookie", d.setCookie)
 	s.inserts.Inc()
-}
-
-// onError leaves the error of a failed attempt as it is.
-func (s *StickyCookie) onError(_ map[string]any, _ *http.Request, err error) error {
-	return err
 }
 
 func (s *StickyCookie) makePrivate(req *http.Request, res *http.Response) {

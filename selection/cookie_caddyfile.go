@@ -31,6 +31,7 @@ import (
 //		dynamic_key <key>
 //		server <address> <value>
 //		attr <attribute>
+//		strict
 //		fallback <policy> [{ ... }]
 //	}
 //
@@ -67,7 +68,7 @@ type cookieParser struct {
 
 var cookieFlags = map[string]bool{
 	"insert": true, "rewrite": true, "prefix": true, "indirect": true, "nocache": true,
-	"postonly": true, "preserve": true, "httponly": true, "secure": true,
+	"postonly": true, "preserve": true, "httponly": true, "secure": true, "strict": true,
 }
 
 func (p *cookieParser) flag(d *caddyfile.Dispenser, name string) error {
@@ -94,6 +95,8 @@ func (p *cookieParser) flag(d *caddyfile.Dispenser, name string) error {
 		s.Preserve = true
 	case "httponly":
 		s.HTTPOnly = true
+	case "strict":
+		s.Strict = true
 	case "secure":
 		t := true
 		s.Secure = &t

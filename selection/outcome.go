@@ -41,18 +41,23 @@ const (
 	// Both policies count it instead of hit, so the count falls to zero as
 	// a drained server's users leave.
 	OutcomeDrained
+	// OutcomeStrictRefused: strict persistence; the server the user is
+	// stuck to is down or failed during this request, and the request was
+	// answered 503 instead of moving the user.
+	OutcomeStrictRefused
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{
-	OutcomeMiss:         "miss",
-	OutcomeHit:          "hit",
-	OutcomeExpired:      "expired",
-	OutcomeTooOld:       "too_old",
-	OutcomeInvalid:      "invalid",
-	OutcomeDown:         "down",
-	OutcomeRedispatched: "redispatched",
-	OutcomeDrained:      "drained",
+	OutcomeMiss:          "miss",
+	OutcomeHit:           "hit",
+	OutcomeExpired:       "expired",
+	OutcomeTooOld:        "too_old",
+	OutcomeInvalid:       "invalid",
+	OutcomeDown:          "down",
+	OutcomeRedispatched:  "redispatched",
+	OutcomeDrained:       "drained",
+	OutcomeStrictRefused: "strict_refused",
 }
 
 // outcomeValues holds the names already boxed: the replacer stores values as

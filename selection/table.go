@@ -66,6 +66,13 @@ type StickTable struct {
 	// the fallback policy chooses.
 	FirstChoice string `json:"first_choice,omitempty"`
 
+	// Strict persistence: a request whose key is stuck to a server that is
+	// down, or that fails during the request, gets 503 Service Unavailable
+	// instead of being moved, also when Caddy retries (lb_retries,
+	// try_duration). Keys not in the table, and keys whose server left the
+	// pool, are placed as usual. Outcome: strict_refused.
+	Strict bool `json:"strict,omitempty"`
+
 	// The policy for keys not in the table and for redispatch. Default:
 	// random.
 	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
@@ -80,6 +87,8 @@ type StickTable struct {
 	// names maps dial addresses to configured names, dials the reverse
 	names, dials map[string]string
 	side         responseSide
+	// refused marks a request refused at selection by strict
+	refused *tableDecision
 }
 
 // TableRule is one key of the request.
@@ -193,6 +202,7 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 // load finishes setup once the table is known; tests call it directly.
 func (p *StickTable) load(ctx caddy.Context) error {
 	p.varKey = "stick_table." + p.Table
+	p.refused = &tableDecision{policy: p, outcome: OutcomeStrictRefused}
 	if p.FallbackRaw == nil {
 		p.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
 	}
@@ -225,13 +235,18 @@ type tableDecision struct {
 // server is available; otherwise to the first choice or the fallback.
 func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	refusedBefore := false
 	if prev, ok := vars[p.varKey].(*tableDecision); ok && prev.policy == p {
-		return p.reselect(pool, r, w, vars, prev)
+		if prev != p.refused {
+			return p.reselect(pool, r, w, vars, prev)
+		}
+		refusedBefore = true // strict refused an earlier try; decide again
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	idx := p.indexFor(pool)
 	d := &tableDecision{policy: p, outcome: OutcomeMiss}
 	hashKey := ""
+	stuckDown := false
 	var hit *reverseproxy.Upstream
 	for i := range p.rules {
 		rule := &p.rules[i]
@@ -266,6 +281,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 				d.outcome = OutcomeDown
 			case !up.Available():
 				d.outcome = OutcomeDown
+				stuckDown = true
 			default:
 				hit = up
 				d.outcome = OutcomeHit
@@ -280,6 +296,9 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		}
 	}
 	d.hashKey = hashKey
+	if hit == nil && stuckDown && p.Strict {
+		return p.refuseDown(vars, r, refusedBefore)
+	}
 	up := hit
 	if up == nil {
 		up = p.chooseNew(pool, r, w, hashKey, nil)
@@ -295,6 +314,9 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 
 // reselect runs on a retry: the server of the previous attempt failed.
 func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, vars map[string]any, prev *tableDecision) *reverseproxy.Upstream {
+	if p.Strict && (prev.outcome == OutcomeStrictRefused || stuck(prev.outcome)) {
+		return p.refuseFailed(vars, r, prev)
+	}
 	tried := append(prev.tried[:len(prev.tried):len(prev.tried)], prev.server)
 	up := p.chooseNew(pool, r, w, prev.hashKey, tried)
 	if up == nil {
@@ -389,11 +411,6 @@ func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.
 		}
 		p.storeKey(k, d.server)
 	}
-}
-
-// onError leaves the error of a failed attempt as it is.
-func (p *StickTable) onError(_ map[string]any, _ *http.Request, err error) error {
-	return err
 }
 
 // storeKey records k with the server that answered (its name when it has

@@ -15,6 +15,7 @@ import (
 //		store_response cookie|header <name>
 //		server <address> <name>            # store a name instead of the address
 //		first_choice hash
+//		strict
 //		fallback <policy> [{ ... }]
 //	}
 //
@@ -73,6 +74,14 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("first_choice specified twice")
 			}
 			p.FirstChoice = v
+		case "strict":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if p.Strict {
+				return d.Errf("strict specified twice")
+			}
+			p.Strict = true
 		case "fallback":
 			if !d.NextArg() {
 				return d.ArgErr()
