@@ -114,4 +114,3 @@ func TestStrictCaddyfile(t *testing.T) {
 		t.Errorf("strict with an argument: %v (want an error naming line 3)", err)
 	}
 }
-
