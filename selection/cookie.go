@@ -114,6 +114,17 @@ type StickyCookie struct {
 	// "Partitioned" (HAProxy's attr).
 	Attrs []string `json:"attrs,omitempty"`
 
+	// Carry the persistence value in this request/response header instead
+	// of a cookie, for API and gRPC clients that keep no cookies: the
+	// response sets the header whenever it would have set the cookie (same
+	// values: server lines, dynamic values, dates), and the client sends
+	// it back in the same header. A forged, malformed or oversized value
+	// counts as absent (outcome invalid). indirect removes the header from
+	// the request. Insert mode only; the cookie-only options (domain, path,
+	// samesite, secure, httponly, max_age, attrs, preserve) are refused.
+	// The policy's name still labels its metrics.
+	Header string `json:"header,omitempty"`
+
 	// Strict persistence: a user whose cookie names a server that is down,
 	// or that fails during the request, gets 503 Service Unavailable
 	// instead of being moved to another server, also when Caddy retries
@@ -132,6 +143,7 @@ type StickyCookie struct {
 	servers    map[string]string
 	varKey     string
 	seenKey    string
+	headerKey  string
 	sameSite   string
 	index      atomic.Pointer[serverIndex]
 	logger     *zap.Logger
@@ -265,6 +277,9 @@ func (s *StickyCookie) validate() error {
 			return fmt.Errorf("%s must not be negative", name)
 		}
 	}
+	if err := s.validateHeader(); err != nil {
+		return err
+	}
 	switch strings.ToLower(s.SameSite) {
 	case "":
 	case "strict":
@@ -303,6 +318,9 @@ type cookieDecision struct {
 	// setCookie is the Set-Cookie header to add in insert mode, "" when the
 	// client's cookie is still good.
 	setCookie string
+	// header is, with the header carrier, the value to send in the
+	// response header, "" when the client's is still good.
+	header string
 	// firstSeen is the first-seen date to carry into a new cookie.
 	firstSeen time.Time
 	// tried lists the dial addresses of earlier attempts of this request:
@@ -402,6 +420,9 @@ type presentedCookie struct {
 func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, haproxycookie.Presence) {
 	if p, ok := vars[s.seenKey].(*presentedCookie); ok {
 		return p.value, p.presence
+	}
+	if s.headerKey != "" {
+		return s.readHeader(r, vars)
 	}
 	raw, presence := haproxycookie.ScanCookie(r.Header["Cookie"], s.Name)
 	edited := false
@@ -509,6 +530,10 @@ func (s *StickyCookie) newDecision(rec *serverRecord, outcome Outcome, r *http.R
 	if s.Mode != ModeInsert {
 		return d
 	}
+	if s.headerKey != "" {
+		d.header = s.headerValue(rec, now, firstSeen)
+		return d
+	}
 	secure := s.secureFor(r)
 	if s.MaxIdle == 0 && s.MaxLife == 0 {
 		d.setCookie = rec.setCookie[boolIndex(secure)]
@@ -581,6 +606,10 @@ func (s *StickyCookie) onResponse(vars map[string]any, req *http.Request, res *h
 		return
 	}
 	h := res.Header
+	if s.headerKey != "" {
+		s.headerOnResponse(req, res, d)
+		return
+	}
 	switch s.Mode {
 	case ModeInsert:
 		if s.Preserve && hasSetCookie(h, s.Name) {
@@ -617,6 +646,14 @@ func (s *StickyCookie) withoutResponse(w http.ResponseWriter, r *http.Request, d
 		return
 	}
 	h := w.Header()
+	if s.headerKey != "" {
+		delete(h, s.headerKey)
+		if d.header != "" && (!s.PostOnly || r.Method == http.MethodPost) {
+			h[s.headerKey] = []string{d.header}
+			s.inserts.Inc()
+		}
+		return
+	}
 	removeSetCookie(h, s.Name)
 	if d.setCookie == "" || (s.PostOnly && r.Method != http.MethodPost) {
 		return
