@@ -66,6 +66,14 @@ type StickTable struct {
 	// the fallback policy chooses.
 	FirstChoice string `json:"first_choice,omitempty"`
 
+	// With first_choice hash: bounded loads (HAProxy's
+	// hash-balance-factor). A new key skips, in its rendezvous order, any
+	// server whose stuck keys would exceed balance_factor/100 of the mean
+	// over the available servers; keys already in the table never move
+	// because of it. Must be over 100; 125 keeps every server within 25%
+	// of the mean. 0: plain rendezvous.
+	BalanceFactor int `json:"balance_factor,omitempty"`
+
 	// Strict persistence: a request whose key is stuck to a server that is
 	// down, or that fails during the request, gets 503 Service Unavailable
 	// instead of being moved, also when Caddy retries (lb_retries,
@@ -87,6 +95,7 @@ type StickTable struct {
 	// names maps dial addresses to configured names, dials the reverse
 	names, dials map[string]string
 	side         responseSide
+	loads        stuckCounts
 	// refused marks a request refused at selection by strict
 	refused *tableDecision
 }
@@ -183,6 +192,14 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 	case "", "hash":
 	default:
 		return fmt.Errorf("first_choice must be hash (or absent), not %q", p.FirstChoice)
+	}
+	if p.BalanceFactor != 0 {
+		if p.FirstChoice != "hash" {
+			return fmt.Errorf("balance_factor needs first_choice hash")
+		}
+		if p.BalanceFactor <= 100 {
+			return fmt.Errorf("balance_factor must be over 100 (a percentage of the mean load), not %d", p.BalanceFactor)
+		}
 	}
 
 	appIface, err := ctx.App("sticky")
@@ -359,7 +376,7 @@ func (p *StickTable) count(o Outcome) {
 // chooseNew places a user who is not (or no longer) stuck.
 func (p *StickTable) chooseNew(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, hashKey string, exclude []string) *reverseproxy.Upstream {
 	if p.FirstChoice == "hash" && hashKey != "" {
-		if up := rendezvous(pool, hashKey, exclude); up != nil {
+		if up := p.placeByHash(pool, hashKey, exclude); up != nil {
 			return up
 		}
 	}
