@@ -144,13 +144,16 @@ type StickyCookie struct {
 	varKey     string
 	seenKey    string
 	headerKey  string
-	sameSite   string
-	index      atomic.Pointer[serverIndex]
-	logger     *zap.Logger
-	counts     *outcomeCounters
-	inserts    interface{ Inc() }
-	uncached   interface{ Inc() }
-	side       responseSide
+	// editsRequest: indirect or prefix, the modes whose Select edits the
+	// request and so keeps the presented value in vars
+	editsRequest bool
+	sameSite     string
+	index        atomic.Pointer[serverIndex]
+	logger       *zap.Logger
+	counts       *outcomeCounters
+	inserts      interface{ Inc() }
+	uncached     interface{ Inc() }
+	side         responseSide
 	// refused marks a request refused at selection by strict
 	refused *cookieDecision
 	now     func() time.Time
@@ -218,6 +221,7 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 	s.varKey = "sticky_cookie." + s.Name
 	s.seenKey = s.varKey + ".presented"
 	s.refused = &cookieDecision{policy: s, outcome: OutcomeStrictRefused}
+	s.editsRequest = s.Indirect || s.Mode == ModePrefix
 
 	if s.FallbackRaw == nil {
 		s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
@@ -381,7 +385,7 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 				if !fresh {
 					d = s.newDecision(rec, outcome, r, now, firstSeen)
 				}
-				return s.finish(vars, r, w, d, pool[rec.pos])
+				return s.finishFirstHit(vars, r, w, d, pool[rec.pos], refusedBefore)
 			}
 			if outcome == OutcomeDown && s.Strict {
 				return s.refuseDown(vars, r, refusedBefore)
@@ -418,8 +422,10 @@ type presentedCookie struct {
 // calls read it from there. Requests that need no edit store nothing, so a
 // plain hit allocates nothing.
 func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, haproxycookie.Presence) {
-	if p, ok := vars[s.seenKey].(*presentedCookie); ok {
-		return p.value, p.presence
+	if s.editsRequest {
+		if p, ok := vars[s.seenKey].(*presentedCookie); ok {
+			return p.value, p.presence
+		}
 	}
 	if s.headerKey != "" {
 		return s.readHeader(r, vars)
@@ -467,6 +473,24 @@ func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request,
 	d := s.newDecision(rec, outcome, r, now, prev.firstSeen)
 	d.tried = tried
 	return s.finish(vars, r, w, d, up)
+}
+
+// finishFirstHit is finish for a hit on the request's first selection, the
+// hot path: the outcome is published without a replacer lock.
+func (s *StickyCookie) finishFirstHit(vars map[string]any, r *http.Request, w http.ResponseWriter, d *cookieDecision, up *reverseproxy.Upstream, refusedBefore bool) *reverseproxy.Upstream {
+	if refusedBefore {
+		// a strict refusal of an earlier try was published with Set
+		return s.finish(vars, r, w, d, up)
+	}
+	if vars != nil {
+		vars[s.varKey] = d
+	}
+	if !s.side.installed() {
+		s.withoutResponse(w, r, d)
+	}
+	s.counts.inc(d.outcome)
+	publishOutcomeLazily(r, d.outcome)
+	return up
 }
 
 func (s *StickyCookie) finish(vars map[string]any, r *http.Request, w http.ResponseWriter, d *cookieDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {

@@ -79,20 +79,17 @@ func BenchmarkCookieHit(b *testing.B) {
 		pool := newPool(n)
 		b.Run(fmt.Sprintf("sticky_cookie/upstreams=%d", n), func(b *testing.B) {
 			s := provisionedCookie(b, "")
-			reqs := make([]*http.Request, n)
+			cookies := make([]string, n)
 			for i, up := range pool {
-				reqs[i] = newRequest("SERVERID=" + s.valueFor(up.Dial))
+				cookies[i] = "SERVERID=" + s.valueFor(up.Dial)
 			}
 			w := httptest.NewRecorder()
 			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				r := reqs[i%n]
-				resetVars(r)
+			benchFreshRequests(b, cookies, func(i int, r *http.Request) {
 				if s.Select(pool, r, w) != pool[i%n] {
 					b.Fatal("wrong upstream")
 				}
-			}
+			})
 		})
 		b.Run(fmt.Sprintf("caddy_cookie/upstreams=%d", n), func(b *testing.B) {
 			s := provisionedBuiltin(b)
@@ -108,6 +105,59 @@ func BenchmarkCookieHit(b *testing.B) {
 					b.Fatal("wrong upstream")
 				}
 			}
+		})
+	}
+}
+
+// caddyRequest builds a request as Caddy's server hands it to a handler: a
+// fresh vars map and a fresh replacer with Caddy's HTTP placeholders, as
+// every real request has.
+func caddyRequest(cookie string) *http.Request {
+	r := newRequest(cookie)
+	caddyhttp.NewTestReplacer(r)
+	return r
+}
+
+// benchFreshRequests runs fn b.N times, each time on a request of its own
+// (cycling through cookies), built in batches outside the timer.
+func benchFreshRequests(b *testing.B, cookies []string, fn func(i int, r *http.Request)) {
+	const batch = 64
+	reqs := make([]*http.Request, batch)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += batch {
+		b.StopTimer()
+		for j := range reqs {
+			reqs[j] = caddyRequest(cookies[(done+j)%len(cookies)])
+		}
+		b.StartTimer()
+		for j := 0; j < batch && done+j < b.N; j++ {
+			fn(done+j, reqs[j])
+		}
+	}
+}
+
+// BenchmarkCookieHitPlaceholder compares, in one run, the two routes of the
+// {http.sticky.outcome} placeholder on the hit path: Replacer.Set (a lock
+// and a map write per request, the previous route) and the lock-free
+// provider (the current one).
+func BenchmarkCookieHitPlaceholder(b *testing.B) {
+	pool := newPool(10)
+	for _, route := range []string{"set", "provider"} {
+		b.Run("outcome="+route, func(b *testing.B) {
+			outcomeBySet = route == "set"
+			defer func() { outcomeBySet = false }()
+			s := provisionedCookie(b, "")
+			cookies := make([]string, len(pool))
+			for i, up := range pool {
+				cookies[i] = "SERVERID=" + s.valueFor(up.Dial)
+			}
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			benchFreshRequests(b, cookies, func(i int, r *http.Request) {
+				if s.Select(pool, r, w) != pool[i%len(pool)] {
+					b.Fatal("wrong upstream")
+				}
+			})
 		})
 	}
 }

@@ -81,9 +81,50 @@ func (o Outcome) String() string {
 // logs (log_append) and headers.
 const OutcomePlaceholder = "http.sticky.outcome"
 
+// setOutcomePlaceholder makes o the request's {http.sticky.outcome}, as a
+// static replacer value. Static values are consulted before providers, so
+// this overrides an earlier publishOutcomeLazily of the same request.
 func setOutcomePlaceholder(r *http.Request, o Outcome) {
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set(OutcomePlaceholder, outcomeValues[o])
+	}
+}
+
+// outcomeProviders answer {http.sticky.outcome} with one fixed outcome each.
+// They hold no per-request state, so adding one to a request's replacer
+// allocates nothing (Caddy's per-request replacer has room for it) and,
+// unlike Replacer.Set, takes no lock and writes no map.
+var outcomeProviders = func() (p [numOutcomes]caddy.ReplacerFunc) {
+	for o := range numOutcomes {
+		value := outcomeValues[o]
+		p[o] = func(key string) (any, bool) {
+			if key == OutcomePlaceholder {
+				return value, true
+			}
+			return nil, false
+		}
+	}
+	return p
+}()
+
+// outcomeBySet forces every outcome through Replacer.Set, for benchmarks
+// comparing the two routes in one run.
+var outcomeBySet = false
+
+// publishOutcomeLazily is setOutcomePlaceholder for the hot path: the first
+// decision of a request that called no other policy (a hit). Providers are
+// consulted in order, so a later decision of the same request must use
+// setOutcomePlaceholder, which every other path does: a retry, a refusal,
+// the outer policy of a chain. The one case it cannot tell apart is two
+// hits by policies of two reverse_proxy handlers of one request (the first
+// one's outcome shows).
+func publishOutcomeLazily(r *http.Request, o Outcome) {
+	if outcomeBySet {
+		setOutcomePlaceholder(r, o)
+		return
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Map(outcomeProviders[o])
 	}
 }
 

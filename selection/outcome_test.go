@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-sticky/sticky/internal/drain"
@@ -115,5 +116,36 @@ func TestQuotedOversizedMalformedCookieRule(t *testing.T) {
 		if want != OutcomeHit && d.setCookie == "" {
 			t.Errorf("%.40q: no fresh cookie for a %v value", cookie, want)
 		}
+	}
+}
+
+// The {http.sticky.outcome} placeholder: a first hit is published without
+// Replacer.Set, and every later decision of the request (a retry, the outer
+// policy of a chain) still wins over it.
+func TestOutcomePlaceholderFollowsTheLastDecision(t *testing.T) {
+	pool := newPool(3)
+	s := provisionedCookie(t, `{"fallback": {"policy": "first"}}`)
+	r := caddyRequest("SERVERID=" + s.valueFor(pool[1].Dial))
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	s.Select(pool, r, httptest.NewRecorder())
+	if v, _ := repl.GetString(OutcomePlaceholder); v != "hit" {
+		t.Fatalf("after a hit: %q", v)
+	}
+	s.Select(pool, r, httptest.NewRecorder()) // Caddy's retry
+	if v, _ := repl.GetString(OutcomePlaceholder); v != "redispatched" {
+		t.Errorf("after the retry: %q, want redispatched", v)
+	}
+	// stick_table outer, sticky_cookie its fallback: the cookie hits, the
+	// table's miss is the request's outcome, as before
+	p := provisionedTable(t, `{"table": "placeholder_chain", "rules": [{"key": "{http.request.header.X-User}", "match": true, "store": true}]}`)
+	p.fallback = s
+	r = caddyRequest("SERVERID=" + s.valueFor(pool[2].Dial))
+	r.Header.Set("X-User", "dave")
+	repl = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if up := p.Select(pool, r, httptest.NewRecorder()); up != pool[2] {
+		t.Fatalf("chain went to %v", up)
+	}
+	if v, _ := repl.GetString(OutcomePlaceholder); v != "miss" {
+		t.Errorf("chain: %q, want the outer policy's miss", v)
 	}
 }
