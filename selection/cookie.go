@@ -128,9 +128,9 @@ type StickyCookie struct {
 	// Strict persistence: a user whose cookie names a server that is down,
 	// or that fails during the request, gets 503 Service Unavailable
 	// instead of being moved to another server, also when Caddy retries
-	// (lb_retries, try_duration: a server that comes back within
-	// try_duration is used). Users without a valid cookie are served as
-	// usual. For applications where a moved session is worse than an
+	// (lb_retries, try_duration; while the server is known down, each try
+	// checks again, so one that becomes available within try_duration is
+	// used). Users without a valid cookie are served as usual. For applications where a moved session is worse than an
 	// error. Outcome: strict_refused.
 	Strict bool `json:"strict,omitempty"`
 
