@@ -395,3 +395,13 @@ func undrainAllAtEnd(t *testing.T, adminPort int) {
 		}
 	})
 }
+
+// setDrained drains or undrains server through the admin API.
+func setDrained(t *testing.T, adminPort int, server string, on bool) {
+	t.Helper()
+	method := "DELETE"
+	if on {
+		method = "POST"
+	}
+	adminJSON(t, adminPort, method, "/sticky/servers/"+url.PathEscape(server)+"/drain", "", 200, nil)
+}

@@ -115,6 +115,26 @@ type StickyCookie struct {
 	// "Partitioned" (HAProxy's attr).
 	Attrs []string `json:"attrs,omitempty"`
 
+	// Carry the persistence value in this request/response header instead
+	// of a cookie, for API and gRPC clients that keep no cookies: the
+	// response sets the header whenever it would have set the cookie (same
+	// values: server lines, dynamic values, dates), and the client sends
+	// it back in the same header. A forged, malformed or oversized value
+	// counts as absent (outcome invalid). indirect removes the header from
+	// the request. Insert mode only; the cookie-only options (domain, path,
+	// samesite, secure, httponly, max_age, attrs, preserve) are refused.
+	// The policy's name still labels its metrics.
+	Header string `json:"header,omitempty"`
+
+	// Strict persistence: a user whose cookie names a server that is down,
+	// or that fails during the request, gets 503 Service Unavailable
+	// instead of being moved to another server, also when Caddy retries
+	// (lb_retries, try_duration; while the server is known down, each try
+	// checks again, so one that becomes available within try_duration is
+	// used). Users without a valid cookie are served as usual. For applications where a moved session is worse than an
+	// error. Outcome: strict_refused.
+	Strict bool `json:"strict,omitempty"`
+
 	// The policy for users without a valid cookie, and for redispatch.
 	// Default: random.
 	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
@@ -123,16 +143,23 @@ type StickyCookie struct {
 	dynamicKey []byte
 	servers    map[string]string
 	varKey     string
-	sameSite   string
-	index      atomic.Pointer[serverIndex]
-	seen       seenPool // the pool Select last saw, for the status page
-	logger     *zap.Logger
-	counts     *outcomeCounters
-	inserts    interface{ Inc() }
-	uncached   interface{ Inc() }
-	created    *reverseproxy.HTTPTransport
-	drained    *drain.Set
-	now        func() time.Time
+	seenKey    string
+	headerKey  string
+	// editsRequest: indirect or prefix, the modes whose Select edits the
+	// request and so keeps the presented value in vars
+	editsRequest bool
+	sameSite     string
+	index        atomic.Pointer[serverIndex]
+	seen         seenPool // the pool Select last saw, for the status page
+	logger       *zap.Logger
+	counts       *outcomeCounters
+	inserts      interface{ Inc() }
+	uncached     interface{ Inc() }
+	side         responseSide
+	drained      *drain.Set
+	// refused marks a request refused at selection by strict
+	refused *cookieDecision
+	now     func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -149,8 +176,7 @@ func (s *StickyCookie) Provision(ctx caddy.Context) error {
 	if err := s.setup(ctx); err != nil {
 		return err
 	}
-	var err error
-	if s.created, err = attachResponseHook(ctx, s); err != nil {
+	if err := s.side.attach(ctx, s, "sticky_cookie", s.Name); err != nil {
 		return err
 	}
 	st, err := stickyState(ctx)
@@ -201,6 +227,9 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 		s.servers[normalizeDial(addr)] = value
 	}
 	s.varKey = "sticky_cookie." + s.Name
+	s.seenKey = s.varKey + ".presented"
+	s.refused = &cookieDecision{policy: s, outcome: OutcomeStrictRefused}
+	s.editsRequest = s.Indirect || s.Mode == ModePrefix
 
 	if s.FallbackRaw == nil {
 		s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
@@ -220,12 +249,9 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup releases the transport the policy had to create for its handler.
+// Cleanup detaches the policy from its handler's transport.
 func (s *StickyCookie) Cleanup() error {
-	if s.created != nil {
-		return s.created.Cleanup()
-	}
-	return nil
+	return s.side.release()
 }
 
 // validate applies HAProxy's rules on which options combine.
@@ -261,6 +287,9 @@ func (s *StickyCookie) validate() error {
 		if d < 0 {
 			return fmt.Errorf("%s must not be negative", name)
 		}
+	}
+	if err := s.validateHeader(); err != nil {
+		return err
 	}
 	switch strings.ToLower(s.SameSite) {
 	case "":
@@ -300,6 +329,9 @@ type cookieDecision struct {
 	// setCookie is the Set-Cookie header to add in insert mode, "" when the
 	// client's cookie is still good.
 	setCookie string
+	// header is, with the header carrier, the value to send in the
+	// response header, "" when the client's is still good.
+	header string
 	// firstSeen is the first-seen date to carry into a new cookie.
 	firstSeen time.Time
 	// tried lists the dial addresses of earlier attempts of this request:
@@ -312,8 +344,14 @@ type cookieDecision struct {
 func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	s.seen.observe(pool)
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	refusedBefore := false
 	if prev, ok := vars[s.varKey].(*cookieDecision); ok && prev.policy == s {
-		return s.reselect(pool, r, w, vars, prev)
+		if prev != s.refused {
+			return s.reselect(pool, r, w, vars, prev)
+		}
+		// strict refused an earlier try of this request: the server may
+		// be back (try_duration), so decide again
+		refusedBefore = true
 	}
 
 	idx := s.indexFor(pool)
@@ -326,36 +364,42 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 	outcome := OutcomeMiss
 	var firstSeen time.Time
 
-	raw, found := haproxycookie.FindCookie(r.Header["Cookie"], s.Name)
-	if found {
+	raw, presence := s.readCookie(r, vars)
+	switch presence {
+	case haproxycookie.Unusable:
+		// malformed or oversized: there, but names nobody
+		s.debug("malformed or oversized persistence cookie", raw)
+		outcome = OutcomeInvalid
+	case haproxycookie.Present:
 		serverValue := raw
 		if s.Mode == ModePrefix {
-			sv, _, ok := haproxycookie.SplitPrefix(raw)
-			if ok {
+			if sv, _, ok := haproxycookie.SplitPrefix(raw); ok {
 				serverValue = sv
-				// the application only ever sees the value it set
-				rewriteRequestCookie(r, s.Name)
 			} else {
 				// the application's own cookie without our mark: leave it
 				// alone and let the fallback choose
 				serverValue = ""
 			}
 		}
-		if s.Indirect && s.Mode == ModeInsert {
-			removeRequestCookie(r, s.Name)
-		}
 		if serverValue != "" {
 			var rec *serverRecord
 			var fresh bool
 			rec, outcome, firstSeen, fresh = s.checkValue(idx, pool, serverValue, now)
-			if outcome == OutcomeHit {
+			if outcome == OutcomeHit || outcome == OutcomeDrained {
 				d := rec.hit
-				if !fresh {
-					d = s.newDecision(rec, OutcomeHit, r, now, firstSeen)
+				if outcome == OutcomeDrained {
+					d = rec.drainedHit
 				}
-				return s.finish(vars, r, d, pool[rec.pos])
+				if !fresh {
+					d = s.newDecision(rec, outcome, r, now, firstSeen)
+				}
+				return s.finishFirstHit(vars, r, w, d, pool[rec.pos], refusedBefore)
+			}
+			if outcome == OutcomeDown && s.Strict {
+				return s.refuseDown(vars, r, refusedBefore)
 			}
 		} else if s.Mode != ModePrefix {
+			s.debug("empty persistence cookie", raw)
 			outcome = OutcomeInvalid
 		}
 	}
@@ -367,12 +411,56 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 		return nil
 	}
 	rec := s.recordFor(pool, up)
-	return s.finish(vars, r, s.newDecision(rec, outcome, r, now, firstSeen), up)
+	return s.finish(vars, r, w, s.newDecision(rec, outcome, r, now, firstSeen), up)
+}
+
+// presentedCookie is our cookie as the client sent it, kept for the
+// request's later Select calls once the first one edited the request.
+type presentedCookie struct {
+	value    string
+	presence haproxycookie.Presence
+}
+
+// readCookie returns the value of our cookie as the client sent it, and
+// makes the request what the application must see: indirect removes the
+// cookie, prefix strips the server part. Caddy calls Select again after a
+// nil selection (try_duration), and the edits are not repeatable (a second
+// strip would cut into the application's own value), so the first reading is
+// kept in the request's vars whenever the request was edited, and later
+// calls read it from there. Requests that need no edit store nothing, so a
+// plain hit allocates nothing.
+func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, haproxycookie.Presence) {
+	if s.editsRequest {
+		if p, ok := vars[s.seenKey].(*presentedCookie); ok {
+			return p.value, p.presence
+		}
+	}
+	if s.headerKey != "" {
+		return s.readHeader(r, vars)
+	}
+	raw, presence := haproxycookie.ScanCookie(r.Header["Cookie"], s.Name)
+	edited := false
+	if presence == haproxycookie.Present && s.Mode == ModePrefix {
+		if _, _, ok := haproxycookie.SplitPrefix(raw); ok {
+			// the application only ever sees the value it set
+			edited = rewriteRequestCookie(r, s.Name)
+		}
+	}
+	if s.Indirect && s.Mode == ModeInsert {
+		edited = removeRequestCookie(r, s.Name) || edited
+	}
+	if edited && vars != nil {
+		vars[s.seenKey] = &presentedCookie{value: raw, presence: presence}
+	}
+	return raw, presence
 }
 
 // reselect handles a retry: the upstream of the previous attempt failed, so
 // the user is redispatched to another one and re-stuck there.
 func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, vars map[string]any, prev *cookieDecision) *reverseproxy.Upstream {
+	if s.Strict && (prev.outcome == OutcomeStrictRefused || stuck(prev.outcome)) {
+		return s.refuseFailed(vars, r, prev)
+	}
 	tried := prev.tried
 	if prev.server != nil {
 		tried = append(tried[:len(tried):len(tried)], prev.server.dial)
@@ -383,7 +471,7 @@ func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request,
 	}
 	rec := s.recordFor(pool, up)
 	outcome := prev.outcome
-	if prev.server != nil && rec.dial != prev.server.dial && prev.outcome == OutcomeHit {
+	if prev.server != nil && rec.dial != prev.server.dial && (prev.outcome == OutcomeHit || prev.outcome == OutcomeDrained) {
 		outcome = OutcomeRedispatched
 	}
 	var now time.Time
@@ -392,12 +480,33 @@ func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request,
 	}
 	d := s.newDecision(rec, outcome, r, now, prev.firstSeen)
 	d.tried = tried
-	return s.finish(vars, r, d, up)
+	return s.finish(vars, r, w, d, up)
 }
 
-func (s *StickyCookie) finish(vars map[string]any, r *http.Request, d *cookieDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+// finishFirstHit is finish for a hit on the request's first selection, the
+// hot path: the outcome is published without a replacer lock.
+func (s *StickyCookie) finishFirstHit(vars map[string]any, r *http.Request, w http.ResponseWriter, d *cookieDecision, up *reverseproxy.Upstream, refusedBefore bool) *reverseproxy.Upstream {
+	if refusedBefore {
+		// a strict refusal of an earlier try was published with Set
+		return s.finish(vars, r, w, d, up)
+	}
 	if vars != nil {
 		vars[s.varKey] = d
+	}
+	if !s.side.installed() {
+		s.withoutResponse(w, r, d)
+	}
+	s.counts.inc(d.outcome)
+	publishOutcomeLazily(r, d.outcome)
+	return up
+}
+
+func (s *StickyCookie) finish(vars map[string]any, r *http.Request, w http.ResponseWriter, d *cookieDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+	if vars != nil {
+		vars[s.varKey] = d
+	}
+	if !s.side.installed() {
+		s.withoutResponse(w, r, d)
 	}
 	s.counts.inc(d.outcome)
 	setOutcomePlaceholder(r, d.outcome)
@@ -440,6 +549,10 @@ func (s *StickyCookie) checkValue(idx *serverIndex, pool reverseproxy.UpstreamPo
 	if !pool[rec.pos].Available() {
 		return nil, OutcomeDown, firstSeen, false
 	}
+	if serverDrained(s.drained, rec.dial) {
+		// drained servers keep their users
+		return rec, OutcomeDrained, firstSeen, fresh
+	}
 	return rec, OutcomeHit, firstSeen, fresh
 }
 
@@ -447,6 +560,10 @@ func (s *StickyCookie) checkValue(idx *serverIndex, pool reverseproxy.UpstreamPo
 func (s *StickyCookie) newDecision(rec *serverRecord, outcome Outcome, r *http.Request, now, firstSeen time.Time) *cookieDecision {
 	d := &cookieDecision{policy: s, server: rec, outcome: outcome, firstSeen: firstSeen}
 	if s.Mode != ModeInsert {
+		return d
+	}
+	if s.headerKey != "" {
+		d.header = s.headerValue(rec, now, firstSeen)
 		return d
 	}
 	secure := s.secureFor(r)
@@ -521,6 +638,10 @@ func (s *StickyCookie) onResponse(vars map[string]any, req *http.Request, res *h
 		return
 	}
 	h := res.Header
+	if s.headerKey != "" {
+		s.headerOnResponse(req, res, d)
+		return
+	}
 	switch s.Mode {
 	case ModeInsert:
 		if s.Preserve && hasSetCookie(h, s.Name) {
@@ -544,6 +665,33 @@ func (s *StickyCookie) onResponse(vars map[string]any, req *http.Request, res *h
 			s.makePrivate(req, res)
 		}
 	}
+}
+
+// withoutResponse is what insert mode can still do when the handler's
+// responses bypass the policy (see responseSide): set the cookie on the
+// client's response directly, as Caddy's own cookie policy does, replacing
+// the one of an earlier attempt. nocache, preserve and the removal of the
+// application's cookie need the response and are lost, as are rewrite and
+// prefix; the requests are counted and the cause logged.
+func (s *StickyCookie) withoutResponse(w http.ResponseWriter, r *http.Request, d *cookieDecision) {
+	if w == nil || s.Mode != ModeInsert || d.server == nil {
+		return
+	}
+	h := w.Header()
+	if s.headerKey != "" {
+		delete(h, s.headerKey)
+		if d.header != "" && (!s.PostOnly || r.Method == http.MethodPost) {
+			h[s.headerKey] = []string{d.header}
+			s.inserts.Inc()
+		}
+		return
+	}
+	removeSetCookie(h, s.Name)
+	if d.setCookie == "" || (s.PostOnly && r.Method != http.MethodPost) {
+		return
+	}
+	h.Add("Set-Cookie", d.setCookie)
+	s.inserts.Inc()
 }
 
 func (s *StickyCookie) makePrivate(req *http.Request, res *http.Response) {

@@ -31,6 +31,8 @@ import (
 //		dynamic_key <key>
 //		server <address> <value>
 //		attr <attribute>
+//		header <name>
+//		strict
 //		fallback <policy> [{ ... }]
 //	}
 //
@@ -67,7 +69,7 @@ type cookieParser struct {
 
 var cookieFlags = map[string]bool{
 	"insert": true, "rewrite": true, "prefix": true, "indirect": true, "nocache": true,
-	"postonly": true, "preserve": true, "httponly": true, "secure": true,
+	"postonly": true, "preserve": true, "httponly": true, "secure": true, "strict": true,
 }
 
 func (p *cookieParser) flag(d *caddyfile.Dispenser, name string) error {
@@ -94,6 +96,8 @@ func (p *cookieParser) flag(d *caddyfile.Dispenser, name string) error {
 		s.Preserve = true
 	case "httponly":
 		s.HTTPOnly = true
+	case "strict":
+		s.Strict = true
 	case "secure":
 		t := true
 		s.Secure = &t
@@ -110,6 +114,16 @@ func (p *cookieParser) conflicts(d *caddyfile.Dispenser) error {
 	}
 	if s.SameSite == "none" && s.Secure != nil && !*s.Secure {
 		return d.Errf("%s", "samesite none needs the Secure attribute; remove `secure off`")
+	}
+	if p.seen["header"] {
+		if s.Mode == ModeRewrite || s.Mode == ModePrefix {
+			return d.Errf("header works in insert mode only, not %s", s.Mode)
+		}
+		for _, opt := range []string{"domain", "path", "samesite", "secure", "httponly", "max_age", "attr", "preserve"} {
+			if p.seen[opt] {
+				return d.Errf("%s only applies to a cookie, not with header %s", opt, s.Header)
+			}
+		}
 	}
 	if s.Mode == ModeRewrite || s.Mode == ModePrefix {
 		for _, opt := range []string{"postonly", "maxidle", "maxlife"} {
@@ -192,6 +206,15 @@ func (p *cookieParser) option(d *caddyfile.Dispenser) error {
 		default:
 			s.MaxLife = caddy.Duration(dur)
 		}
+	case "header":
+		v, err := cfargs.One(d)
+		if err != nil {
+			return err
+		}
+		if !validHeaderName(v) {
+			return d.Errf("header %q is not a valid header name", v)
+		}
+		s.Header = v
 	case "dynamic_key":
 		v, err := cfargs.One(d)
 		if err != nil {

@@ -8,21 +8,23 @@ import (
 )
 
 // removeRequestCookie drops every cookie called name from the request,
-// and the Cookie header itself when nothing else is left.
-func removeRequestCookie(r *http.Request, name string) {
-	editRequestCookies(r, func(v string) (string, bool) { return haproxycookie.RemoveCookie(v, name) })
+// and the Cookie header itself when nothing else is left. It reports whether
+// the request changed.
+func removeRequestCookie(r *http.Request, name string) bool {
+	return editRequestCookies(r, func(v string) (string, bool) { return haproxycookie.RemoveCookie(v, name) })
 }
 
 // rewriteRequestCookie gives the application back the value it set, in
-// prefix mode: NAME=server~app becomes NAME=app.
-func rewriteRequestCookie(r *http.Request, name string) {
-	editRequestCookies(r, func(v string) (string, bool) { return haproxycookie.RewritePrefixedCookie(v, name) })
+// prefix mode: NAME=server~app becomes NAME=app. It reports whether the
+// request changed.
+func rewriteRequestCookie(r *http.Request, name string) bool {
+	return editRequestCookies(r, func(v string) (string, bool) { return haproxycookie.RewritePrefixedCookie(v, name) })
 }
 
-func editRequestCookies(r *http.Request, edit func(string) (string, bool)) {
+func editRequestCookies(r *http.Request, edit func(string) (string, bool)) bool {
 	values := r.Header["Cookie"]
 	if len(values) == 0 {
-		return
+		return false
 	}
 	var out []string
 	changed := false
@@ -43,13 +45,14 @@ func editRequestCookies(r *http.Request, edit func(string) (string, bool)) {
 		}
 	}
 	if !changed {
-		return
+		return false
 	}
 	if len(out) == 0 {
 		delete(r.Header, "Cookie")
-		return
+		return true
 	}
 	r.Header["Cookie"] = out
+	return true
 }
 
 // setCookieName returns the name of the cookie a Set-Cookie line sets.

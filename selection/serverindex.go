@@ -25,8 +25,9 @@ type serverRecord struct {
 	// setCookie holds the ready Set-Cookie header, without and with Secure,
 	// for cookies that carry no dates.
 	setCookie [2]string
-	// hit is the shared decision for a valid cookie that needs no rewrite.
-	hit *cookieDecision
+	// hit is the shared decision for a valid cookie that needs no rewrite,
+	// drainedHit the same while the server is drained.
+	hit, drainedHit *cookieDecision
 }
 
 // serverIndex maps cookie values and dial addresses to upstreams. Values
@@ -79,6 +80,7 @@ func (s *StickyCookie) newRecord(dial string, pos int) *serverRecord {
 	rec.setCookie[0] = s.buildSetCookie(rec.value, false)
 	rec.setCookie[1] = s.buildSetCookie(rec.value, true)
 	rec.hit = &cookieDecision{policy: s, server: rec, outcome: OutcomeHit}
+	rec.drainedHit = &cookieDecision{policy: s, server: rec, outcome: OutcomeDrained}
 	return rec
 }
 
@@ -177,14 +179,14 @@ func normalizeDial(addr string) string {
 // request. When that leaves nothing available it lets the fallback choose
 // among all of them: a drained or retried server beats failing the request.
 func selectExcluding(fb reverseproxy.Selector, drainSet *drain.Set, pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, exclude []string) *reverseproxy.Upstream {
-	drained := drainSet.Any()
+	drained := anyDrained(drainSet)
 	if len(exclude) == 0 && !drained {
 		return fb.Select(pool, r, w)
 	}
 	filtered := make(reverseproxy.UpstreamPool, 0, len(pool))
 	available := false
 	for _, up := range pool {
-		if containsString(exclude, up.Dial) || (drained && drainSet.Is(up.Dial)) {
+		if containsString(exclude, up.Dial) || (drained && isDrained(drainSet, up.Dial)) {
 			continue
 		}
 		filtered = append(filtered, up)

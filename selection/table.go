@@ -61,6 +61,21 @@ type StickTable struct {
 	// the fallback policy chooses.
 	FirstChoice string `json:"first_choice,omitempty"`
 
+	// With first_choice hash: bounded loads (HAProxy's
+	// hash-balance-factor). A new key skips, in its rendezvous order, any
+	// server whose stuck keys would exceed balance_factor/100 of the mean
+	// over the available servers; keys already in the table never move
+	// because of it. Must be over 100; 125 keeps every server within 25%
+	// of the mean. 0: plain rendezvous.
+	BalanceFactor int `json:"balance_factor,omitempty"`
+
+	// Strict persistence: a request whose key is stuck to a server that is
+	// down, or that fails during the request, gets 503 Service Unavailable
+	// instead of being moved, also when Caddy retries (lb_retries,
+	// try_duration). Keys not in the table, and keys whose server left the
+	// pool, are placed as usual. Outcome: strict_refused.
+	Strict bool `json:"strict,omitempty"`
+
 	// The policy for keys not in the table and for redispatch. Default:
 	// random.
 	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
@@ -75,6 +90,9 @@ type StickTable struct {
 	index    atomic.Pointer[dialIndex]
 	// names maps dial addresses to configured names, dials the reverse
 	names, dials map[string]string
+	side         responseSide
+	// refused marks a request refused at selection by strict
+	refused *tableDecision
 }
 
 // TableRule is one key of the request.
@@ -118,8 +136,12 @@ func (p *StickTable) Provision(ctx caddy.Context) error {
 	if err := p.setup(ctx); err != nil {
 		return err
 	}
-	_, err := attachResponseHook(ctx, p)
-	return err
+	return p.side.attach(ctx, p, "stick_table", p.Table)
+}
+
+// Cleanup detaches the policy from its handler's transport.
+func (p *StickTable) Cleanup() error {
+	return p.side.release()
 }
 
 func (p *StickTable) setup(ctx caddy.Context) error {
@@ -166,6 +188,14 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 	default:
 		return fmt.Errorf("first_choice must be hash (or absent), not %q", p.FirstChoice)
 	}
+	if p.BalanceFactor != 0 {
+		if p.FirstChoice != "hash" {
+			return fmt.Errorf("balance_factor needs first_choice hash")
+		}
+		if p.BalanceFactor <= 100 {
+			return fmt.Errorf("balance_factor must be over 100 (a percentage of the mean load), not %d", p.BalanceFactor)
+		}
+	}
 
 	src, err := stickyState(ctx)
 	if err != nil {
@@ -181,6 +211,7 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 // load finishes setup once the table is known; tests call it directly.
 func (p *StickTable) load(ctx caddy.Context) error {
 	p.varKey = "stick_table." + p.Table
+	p.refused = &tableDecision{policy: p, outcome: OutcomeStrictRefused}
 	if p.FallbackRaw == nil {
 		p.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
 	}
@@ -213,13 +244,18 @@ type tableDecision struct {
 // server is available; otherwise to the first choice or the fallback.
 func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	refusedBefore := false
 	if prev, ok := vars[p.varKey].(*tableDecision); ok && prev.policy == p {
-		return p.reselect(pool, r, w, vars, prev)
+		if prev != p.refused {
+			return p.reselect(pool, r, w, vars, prev)
+		}
+		refusedBefore = true // strict refused an earlier try; decide again
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	idx := p.indexFor(pool)
 	d := &tableDecision{policy: p, outcome: OutcomeMiss}
 	hashKey := ""
+	stuckDown := false
 	var hit *reverseproxy.Upstream
 	for i := range p.rules {
 		rule := &p.rules[i]
@@ -254,10 +290,11 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 				d.outcome = OutcomeDown
 			case !up.Available():
 				d.outcome = OutcomeDown
+				stuckDown = true
 			default:
 				hit = up
 				d.outcome = OutcomeHit
-				if p.drained.Any() && p.drained.Is(up.Dial) {
+				if serverDrained(p.drained, up.Dial) {
 					d.outcome = OutcomeDrained
 				}
 			}
@@ -268,12 +305,15 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		}
 	}
 	d.hashKey = hashKey
+	if hit == nil && stuckDown && p.Strict {
+		return p.refuseDown(vars, r, refusedBefore)
+	}
 	up := hit
 	if up == nil {
 		up = p.chooseNew(pool, r, w, hashKey, nil)
 	}
 	if up == nil {
-		p.counts.inc(d.outcome)
+		p.count(d.outcome)
 		setOutcomePlaceholder(r, d.outcome)
 		return nil
 	}
@@ -283,6 +323,9 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 
 // reselect runs on a retry: the server of the previous attempt failed.
 func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, vars map[string]any, prev *tableDecision) *reverseproxy.Upstream {
+	if p.Strict && (prev.outcome == OutcomeStrictRefused || stuck(prev.outcome)) {
+		return p.refuseFailed(vars, r, prev)
+	}
 	tried := append(prev.tried[:len(prev.tried):len(prev.tried)], prev.server)
 	up := p.chooseNew(pool, r, w, prev.hashKey, tried)
 	if up == nil {
@@ -300,15 +343,32 @@ func (p *StickTable) finish(vars map[string]any, r *http.Request, d *tableDecisi
 	if vars != nil {
 		vars[p.varKey] = d
 	}
-	p.counts.inc(d.outcome)
+	if !p.side.installed() {
+		// responses bypass the policy (see responseSide): store the
+		// request's keys now, with the server chosen, rather than never
+		for _, k := range d.store {
+			p.storeKey(k, d.server)
+		}
+	}
+	p.count(d.outcome)
 	setOutcomePlaceholder(r, d.outcome)
 	return up
+}
+
+// count records a lookup's outcome in the policy's metric and, for invalid
+// keys, in the table's Stats.Invalid (what /sticky/tables shows as
+// stats.invalid), so both count the same lookups.
+func (p *StickTable) count(o Outcome) {
+	p.counts.inc(o)
+	if o == OutcomeInvalid {
+		p.table.NoteInvalid()
+	}
 }
 
 // chooseNew places a user who is not (or no longer) stuck.
 func (p *StickTable) chooseNew(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, hashKey string, exclude []string) *reverseproxy.Upstream {
 	if p.FirstChoice == "hash" && hashKey != "" {
-		if up := rendezvous(p.drained, pool, hashKey, exclude); up != nil {
+		if up := p.placeByHash(pool, hashKey, exclude); up != nil {
 			return up
 		}
 	}
@@ -322,9 +382,9 @@ func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string,
 	kh := xxhash.Sum64String(key)
 	var best *reverseproxy.Upstream
 	var bestScore uint64
-	drained := drainSet.Any()
+	drained := anyDrained(drainSet)
 	for _, up := range pool {
-		if !up.Available() || containsString(exclude, up.Dial) || (drained && drainSet.Is(up.Dial)) {
+		if !up.Available() || containsString(exclude, up.Dial) || (drained && isDrained(drainSet, up.Dial)) {
 			continue
 		}
 		if score := hashmix.Splitmix64(xxhash.Sum64String(up.Dial) ^ kh); best == nil || score > bestScore {
@@ -447,5 +507,6 @@ func setCookieValue(h http.Header, name string) string {
 var (
 	_ reverseproxy.Selector = (*StickTable)(nil)
 	_ caddy.Provisioner     = (*StickTable)(nil)
+	_ caddy.CleanerUpper    = (*StickTable)(nil)
 	_ responseHook          = (*StickTable)(nil)
 )

@@ -1,6 +1,8 @@
 package selection
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-sticky/sticky/internal/cfargs"
@@ -14,7 +16,10 @@ import (
 //		store_request <key>                # store only
 //		store_response cookie|header <name>
 //		server <address> <name>            # store a name instead of the address
-//		first_choice hash
+//		first_choice hash [{
+//			balance_factor <percent>       # over 100: bounded loads
+//		}]
+//		strict
 //		fallback <policy> [{ ... }]
 //	}
 //
@@ -73,6 +78,33 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("first_choice specified twice")
 			}
 			p.FirstChoice = v
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "balance_factor":
+					n, err := cfargs.One(d)
+					if err != nil {
+						return err
+					}
+					f, err := strconv.Atoi(n)
+					if err != nil || f <= 100 {
+						return d.Errf("balance_factor takes a whole percentage over 100, not %q", n)
+					}
+					if p.BalanceFactor != 0 {
+						return d.Errf("balance_factor specified twice")
+					}
+					p.BalanceFactor = f
+				default:
+					return d.Errf("unrecognized first_choice option '%s'", d.Val())
+				}
+			}
+		case "strict":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if p.Strict {
+				return d.Errf("strict specified twice")
+			}
+			p.Strict = true
 		case "fallback":
 			if !d.NextArg() {
 				return d.ArgErr()

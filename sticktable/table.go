@@ -368,6 +368,12 @@ func (t *Table) ParseKey(text string) (Key, error) { return parseKey(t.typ, t.ke
 // (for example on a peer); string and binary keys are truncated to Len.
 func (t *Table) KeyFromBytes(raw []byte) (Key, error) { return keyFromBytes(t.typ, t.keyLen, raw) }
 
+// NoteInvalid counts one lookup refused for its key in Stats.Invalid, for
+// callers that parse key text once with ParseKey and then match the Key:
+// Match counts its own refusals, ParseKey does not (the admin API uses it
+// too, and typos there are not traffic).
+func (t *Table) NoteInvalid() { t.invalid.Add(1) }
+
 func (t *Table) refuse(err error) Outcome {
 	if err == ErrEmptyKey {
 		t.empty.Add(1)

@@ -108,7 +108,7 @@ func (o Outcome) String() string {
 // current sizes, for metrics.
 type Stats struct {
 	Hits, Misses, Expired uint64 // Match outcomes (Get does not count)
-	Invalid, Empty        uint64 // keys refused before reaching a shard
+	Invalid, Empty        uint64 // keys refused before reaching a shard (Invalid includes NoteInvalid)
 	Stores                uint64 // Store and Pin calls that stored or refreshed
 	Evictions             uint64 // live entries evicted to make room
 	Refused               uint64 // new keys refused by a full NoPurge table

@@ -128,6 +128,50 @@ func FindCookie(headerValues []string, name string) (value string, found bool) {
 	return "", false
 }
 
+// Presence says what a request carries under a cookie name.
+type Presence uint8
+
+const (
+	// Absent: no cookie of that name.
+	Absent Presence = iota
+	// Present: a well-formed value (possibly empty, possibly quoted).
+	Present
+	// Unusable: only malformed (bytes net/http rejects) or oversized (over
+	// MaxValueLen) values of that name.
+	Unusable
+)
+
+// ScanCookie is FindCookie that also tells a request without the cookie
+// from one whose only cookies of that name are malformed or oversized, in
+// the same single pass and without allocating: value and the Present case
+// are exactly what FindCookie returns.
+func ScanCookie(headerValues []string, name string) (value string, p Presence) {
+	if !isToken(name) {
+		return "", Absent
+	}
+	for _, line := range headerValues {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = trimOWS(part)
+			if part == "" {
+				continue
+			}
+			n, raw := pairName(part)
+			if n != name {
+				continue
+			}
+			v, ok := cookieValue(raw)
+			if !ok || len(v) > MaxValueLen {
+				p = Unusable
+				continue
+			}
+			return v, Present
+		}
+	}
+	return "", p
+}
+
 // hasCookieNamed reports whether headerValue contains a pair called name,
 // whatever its value.
 func hasCookieNamed(headerValue, name string) bool {

@@ -191,3 +191,26 @@ func TestSetCookieHelpers(t *testing.T) {
 		}
 	}
 }
+
+// ScanCookie agrees with FindCookie on every case, and reports a cookie that
+// is there but malformed or oversized as Unusable rather than Absent.
+func TestScanCookie(t *testing.T) {
+	for _, c := range cookieHeaderCases {
+		v, p := ScanCookie(c.headers, "SRV")
+		if (p == Present) != c.found || v != c.value {
+			t.Errorf("ScanCookie(%q) = %q, %v; FindCookie says %q, %v", c.headers, v, p, c.value, c.found)
+		}
+	}
+	for headers, want := range map[string]Presence{
+		"a=1":                              Absent,
+		"SRV=sé":                           Unusable,
+		`SRV="s1`:                          Unusable,
+		"SRV=" + strings.Repeat("x", 5000): Unusable,
+		"SRV=sé; SRV=s2":                   Present,
+		`SRV=""`:                           Present,
+	} {
+		if _, p := ScanCookie([]string{headers}, "SRV"); p != want {
+			t.Errorf("ScanCookie(%.30q) = %v, want %v", headers, p, want)
+		}
+	}
+}
