@@ -16,8 +16,11 @@ import (
 //
 // Batch (msgBatch), one table's changes:
 //
-//	u8 type=1, u8 flags (flagSync: sent by anti-entropy, not live)
-//	str table, varint fixedKeyLen (0: keys are length-prefixed)
+//	u8 type=4, u8 flags (flagSync: sent by anti-entropy, not live)
+//	str table, u8 keyType, varint keyLen (the table's shape: a receiver
+//	                               whose table differs refuses the batch;
+//	                               ip, ipv6 and integer keys have fixed
+//	                               sizes, the others are length-prefixed)
 //	varint nNames, nNames × str   (dictionary of node and server names;
 //	                               names[0] is the sender)
 //	varint baseVersion, varint count, count × entry
@@ -25,11 +28,13 @@ import (
 // entry:
 //
 //	u8 op
-//	key      (not for clear): fixedKeyLen bytes, or varint len + bytes
+//	key      (not for clear): fixed-size bytes, or varint len + bytes
 //	server   (store, refresh, pin): varint index into names
 //	node     varint index into names
 //	version  zigzag varint, difference from baseVersion
 //	ttl      (not for clear): varint milliseconds remaining
+//	origin   (store, refresh, pin): varint, placement or explicit change
+//	         (sticktable.Change.Origin)
 //
 // With ip or integer keys an update costs 13 to 20 bytes; the dictionary
 // makes server and node names one byte each however long they are.
@@ -39,16 +44,20 @@ import (
 //
 // Digest (msgDigest), carried by push/pull and by direct requests:
 //
-//	u8 type=2, u8 flags (flagReply: answer with your own digest)
+//	u8 type=5, u8 flags (flagReply: answer with your own digest)
 //	str sender name, str sender address (host:port)
-//	varint nTables, nTables × (str name, varint clearVersion,
-//	                           str clearNode, u8 bits,
+//	varint nTables, nTables × (str name, u8 keyType, varint keyLen,
+//	                           varint clearVersion, str clearNode, u8 bits,
 //	                           2^bits × u64 little-endian bucket sums)
+//
+// Types 1 and 2 were the batch and digest of the format before origins
+// and table shapes; they are refused as unknown, so a node never merges
+// by rules it does not share.
 
 // Message types, flags and the limits decoders enforce.
 const (
-	msgBatch  = 1
-	msgDigest = 2
+	msgBatch  = 4
+	msgDigest = 5
 	msgLeave  = 3 // u8 type, str node name: "I am leaving on purpose"
 
 	flagSync  = 1 // batch: anti-entropy repair, not a live change
@@ -64,10 +73,9 @@ const (
 	maxAddrLen   = 300                      // host:port in a digest
 	maxNames     = 4096                     // dictionary entries in one batch
 	maxKeyLen    = 65535                    // sticktable.MaxLen
-	maxFixedKey  = 16                       // ipv6
 	maxTables    = 1024                     // tables in one digest
 	minEntryLen  = 3                        // op, node, version: a clear, the smallest entry
-	minDigestLen = 3 + 1 + 8<<MinBucketBits // smallest table in a digest
+	minDigestLen = 5 + 1 + 8<<MinBucketBits // smallest table in a digest
 	maxBatchLen  = 1 << 20                  // 4 × syncLimit; a single change with the largest key fits
 )
 
@@ -181,10 +189,44 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
+// tableShape is what two nodes' tables must share for their entries to
+// mean the same: the key type and, for string and binary keys, the length
+// keys are truncated to.
+type tableShape struct {
+	typ    sticktable.KeyType
+	keyLen int // 0 for the fixed-size types
+}
+
+func shapeOf(t *sticktable.Table) tableShape {
+	c := t.Config()
+	return tableShape{typ: c.Type, keyLen: c.Len}
+}
+
+// fixed is the key size of fixed-size key types, else 0.
+func (s tableShape) fixed() int {
+	switch s.typ {
+	case sticktable.KeyIP:
+		return 4
+	case sticktable.KeyIPv6:
+		return 16
+	case sticktable.KeyInteger:
+		return 8
+	}
+	return 0
+}
+
+func (s tableShape) String() string {
+	if s.keyLen != 0 {
+		return fmt.Sprintf("%s len %d", s.typ, s.keyLen)
+	}
+	return s.typ.String()
+}
+
 // batchEncoder builds batch messages of at most limit bytes for one table.
 type batchEncoder struct {
 	table  string
 	sender string
+	shape  tableShape
 	fixed  int // key length for fixed-size key types, else 0
 	flags  byte
 	limit  int
@@ -197,8 +239,8 @@ type batchEncoder struct {
 	body     []byte
 }
 
-func newBatchEncoder(table, sender string, fixed int, flags byte, limit int) *batchEncoder {
-	e := &batchEncoder{table: table, sender: sender, fixed: fixed, flags: flags, limit: limit, index: map[string]int{}}
+func newBatchEncoder(table, sender string, shape tableShape, flags byte, limit int) *batchEncoder {
+	e := &batchEncoder{table: table, sender: sender, shape: shape, fixed: shape.fixed(), flags: flags, limit: limit, index: map[string]int{}}
 	e.reset()
 	return e
 }
@@ -229,7 +271,7 @@ func (e *batchEncoder) name(s string) int {
 }
 
 func (e *batchEncoder) headerLen() int {
-	return 2 + uvarintLen(uint64(len(e.table))) + len(e.table) + uvarintLen(uint64(e.fixed)) +
+	return 3 + uvarintLen(uint64(len(e.table))) + len(e.table) + uvarintLen(uint64(e.shape.keyLen)) +
 		uvarintLen(uint64(len(e.names))) + e.namesLen + uvarintLen(e.base) + uvarintLen(uint64(e.count))
 }
 
@@ -275,6 +317,10 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 		// whole batch (a tombstone keeps twice the table's expire)
 		e.body = binary.AppendUvarint(e.body, uint64(min(max(c.TTL, 0), maxTTL)/time.Millisecond))
 	}
+	switch c.Op {
+	case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin:
+		e.body = binary.AppendUvarint(e.body, uint64(c.Origin))
+	}
 	e.count++
 	if e.count > 1 && e.headerLen()+len(e.body) > e.limit || len(e.names) > maxNames {
 		e.count--
@@ -292,7 +338,8 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 func (e *batchEncoder) finish(dst []byte) []byte {
 	dst = append(dst, msgBatch, e.flags)
 	dst = appendStr(dst, e.table)
-	dst = binary.AppendUvarint(dst, uint64(e.fixed))
+	dst = append(dst, byte(e.shape.typ))
+	dst = binary.AppendUvarint(dst, uint64(e.shape.keyLen))
 	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
 	for _, s := range e.names {
 		dst = appendStr(dst, s)
@@ -312,12 +359,14 @@ type rawChange struct {
 	node    int
 	version uint64
 	ttl     time.Duration
+	origin  uint32
 }
 
 // batch is a decoded batch message.
 type batch struct {
 	flags   byte
 	table   string
+	shape   tableShape
 	fixed   int
 	names   []string
 	base    uint64
@@ -338,11 +387,13 @@ func decodeBatch(msg []byte) (*batch, error) {
 	}
 	b := &batch{flags: r.byte()}
 	b.table = r.str(maxNameLen, "table name")
-	fixed := r.uvarint()
-	if fixed > maxFixedKey {
-		r.fail("fixed key length %d", fixed)
+	b.shape.typ = sticktable.KeyType(r.byte())
+	keyLen := r.uvarint()
+	if r.err == nil && (b.shape.typ > sticktable.KeyBinary || keyLen > maxKeyLen || (keyLen != 0) != b.shape.typ.HasLen()) {
+		r.fail("bad table shape %d/%d", b.shape.typ, keyLen)
 	}
-	b.fixed = int(fixed)
+	b.shape.keyLen = int(keyLen)
+	b.fixed = b.shape.fixed()
 	n := r.uvarint()
 	if r.err == nil && (n == 0 || n > maxNames || n > uint64(len(r.b))) {
 		r.fail("bad dictionary size %d", n)
@@ -403,6 +454,14 @@ func decodeBatch(msg []byte) (*batch, error) {
 			}
 			c.ttl = time.Duration(ms) * time.Millisecond
 		}
+		switch c.op {
+		case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin:
+			o := r.uvarint()
+			if o > uint64(sticktable.OriginFirst) {
+				r.fail("origin out of range")
+			}
+			c.origin = uint32(o)
+		}
 		if r.err != nil {
 			return nil, r.err
 		}
@@ -420,6 +479,7 @@ func (b *batch) sender() string { return b.names[0] }
 // sums of its entries and tombstones.
 type tableDigest struct {
 	name        string
+	shape       tableShape
 	markVersion uint64
 	markNode    string
 	bits        uint8
@@ -442,6 +502,8 @@ func (d *digest) encode(dst []byte) []byte {
 	for i := range d.tables {
 		t := &d.tables[i]
 		dst = appendStr(dst, t.name)
+		dst = append(dst, byte(t.shape.typ))
+		dst = binary.AppendUvarint(dst, uint64(t.shape.keyLen))
 		dst = binary.AppendUvarint(dst, t.markVersion)
 		dst = appendStr(dst, t.markNode)
 		dst = append(dst, t.bits)
@@ -471,6 +533,12 @@ func decodeDigest(msg []byte) (*digest, error) {
 	for i := range d.tables {
 		t := &d.tables[i]
 		t.name = r.str(maxNameLen, "table name")
+		t.shape.typ = sticktable.KeyType(r.byte())
+		keyLen := r.uvarint()
+		if r.err == nil && (t.shape.typ > sticktable.KeyBinary || keyLen > maxKeyLen || (keyLen != 0) != t.shape.typ.HasLen()) {
+			r.fail("bad table shape %d/%d", t.shape.typ, keyLen)
+		}
+		t.shape.keyLen = int(keyLen)
 		t.markVersion = r.uvarint()
 		t.markNode = r.str(maxServerLen, "node")
 		t.bits = r.byte()
