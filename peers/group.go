@@ -67,14 +67,14 @@ const (
 
 // options are knobs for tests and benchmarks, not user configuration.
 type options struct {
-	pushPull    time.Duration                   // anti-entropy period; 0: defaultPushPull
-	flush       time.Duration                   // batching delay; 0: defaultFlush
-	probe       time.Duration                   // memberlist probe interval; 0: its default
-	reclaim     time.Duration                   // memberlist DeadNodeReclaimTime; 0: 30s
-	onApply     func(string, sticktable.Change) // called after each change applied here
-	joinBackoff time.Duration                   // first join retry delay; 0: 500ms
-	reconnect   time.Duration                   // dial failed members this often; 0: defaultReconnect
-	now         func() time.Time                // this node's clock for version bounds; nil: time.Now
+	pushPull    time.Duration                                   // anti-entropy period; 0: defaultPushPull
+	flush       time.Duration                                   // batching delay; 0: defaultFlush
+	probe       time.Duration                                   // memberlist probe interval; 0: its default
+	reclaim     time.Duration                                   // memberlist DeadNodeReclaimTime; 0: 30s
+	onApply     func(string, sticktable.Change)                 // called after each change applied here
+	joinBackoff time.Duration                                   // first join retry delay; 0: 500ms
+	reconnect   time.Duration                                   // dial failed members this often; 0: defaultReconnect
+	now         func() time.Time                                // this node's clock for version bounds; nil: time.Now
 	wrap        func(memberlist.Transport) memberlist.Transport // fault injection around the transport
 }
 
@@ -131,8 +131,12 @@ type counters struct {
 // peerState is what this node knows about another member.
 type peerState struct {
 	name  string
-	addr  string    // under Group.mu
-	state string    // under Group.mu
+	addr  string // under Group.mu
+	state string // under Group.mu
+	// node is our own copy of memberlist's node (which memberlist
+	// rewrites in place, under its lock, when a member comes back), to
+	// send to; replaced, never modified, under Group.mu.
+	node  *memberlist.Node
 	since time.Time // when state last changed, under Group.mu
 
 	lastContact              atomic.Int64 // unix nanoseconds
@@ -694,13 +698,15 @@ func (g *Group) Stats() Stats {
 	}
 }
 
-// targets lists the other live members.
+// targets lists the other live members, from the membership events
+// (memberlist's own Members are views of nodes it rewrites concurrently).
 func (g *Group) targets() []*memberlist.Node {
-	all := g.ml.Members()
-	out := all[:0]
-	for _, n := range all {
-		if n.Name != g.cfg.Name {
-			out = append(out, n)
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]*memberlist.Node, 0, len(g.peers))
+	for name, p := range g.peers {
+		if name != g.cfg.Name && p.state == "alive" && p.node != nil {
+			out = append(out, p.node)
 		}
 	}
 	return out
@@ -1040,6 +1046,7 @@ func (g *Group) setPeer(n *memberlist.Node, state string) {
 		return
 	}
 	p.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	p.node = &memberlist.Node{Name: n.Name, Addr: append(net.IP(nil), n.Addr...), Port: n.Port, State: n.State}
 	if p.state != state {
 		p.state, p.since = state, time.Now()
 	}

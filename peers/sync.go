@@ -156,15 +156,13 @@ func (g *Group) handleDigest(d *digest) {
 // resolve finds a current member by name, and only if addr is the address
 // memberlist knows it by (its advertised address).
 func (g *Group) resolve(name, addr string) *memberlist.Node {
-	for _, n := range g.ml.Members() {
-		if n.Name == name {
-			if n.State != memberlist.StateAlive || n.Address() != addr {
-				return nil
-			}
-			return n
-		}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	p := g.peers[name]
+	if p == nil || p.state != "alive" || p.addr != addr || p.node == nil {
+		return nil
 	}
-	return nil
+	return p.node
 }
 
 // startSync streams the entries of the differing buckets to target in

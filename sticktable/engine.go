@@ -199,13 +199,17 @@ func (g *engine[K]) store(k Key, server string, mode storeMode, now int64, out *
 		return false, fmt.Errorf("%w: cannot add %q", ErrTooManyServers, server)
 	}
 	node := s.localNode(t)
-	version := s.clock.next(now / int64(time.Millisecond))
 	origin := OriginExplicit
 	op := OpStore
+	var version uint64
 	switch {
-	case mode == storePin:
-		op = OpPin
-	case !alive:
+	case alive || mode == storePin:
+		version = s.explicitVersion(now, e, found)
+		if mode == storePin {
+			op = OpPin
+		}
+	default:
+		version = s.clock.next(now / int64(time.Millisecond))
 		// Nothing live here: a placement, based on whatever the slot
 		// still holds (a tombstone, an expired entry).
 		var pv uint64
@@ -283,11 +287,12 @@ func (g *engine[K]) remove(k Key, now int64) bool {
 		return false
 	}
 	node := s.localNode(t)
+	version := s.explicitVersion(now, e, true)
 	s.servers.release(e.server)
 	s.nodes.release(e.node)
 	s.nodes.hold(node)
 	e.server, e.node, e.origin = 0, node, OriginExplicit
-	e.version = s.clock.next(now / int64(time.Millisecond))
+	e.version = version
 	e.expires = now + retention
 	s.unlink(i)
 	s.pushFront(tombHead, i)
@@ -475,7 +480,11 @@ func (g *engine[K]) clearServer(server string, now int64) int {
 		if ok {
 			// One version for the whole shard; entries written after it
 			// (between batches) carry higher versions and are left alone.
+			// It starts a new millisecond, so its base is above that of
+			// every write it deletes (see explicitVersion).
 			v = s.clock.next(now / int64(time.Millisecond))
+			v = ((v >> LogicalBits) + 1) << LogicalBits
+			s.clock.Observe(v)
 			node = s.localNode(t)
 		}
 		s.mu.Unlock()

@@ -126,6 +126,23 @@ func TestPlacementRule(t *testing.T) {
 		both(a, c, "s2")
 		both(b, c, "s2")
 	})
+	run("explicit changes within the millisecond of what they replace still win", func(t *testing.T) {
+		a, _ := mk("a") // the fake clock stands still: every write shares one millisecond
+		b, _ := mk("b")
+		mustStore(t, a, "u", "s1")
+		sync(b, a)
+		mustStore(t, a, "u", "s2") // a re-stick
+		both(a, b, "s2")
+		a.Delete("u")
+		mustStore(t, a, "u", "s3") // placed again after the delete
+		both(a, b, "s3")
+		mustStore(t, a, "u", "s4") // re-stuck: the placement it replaces has a base in this millisecond
+		both(a, b, "s4")
+		if n := a.ClearServer("s4"); n != 1 {
+			t.Fatalf("ClearServer removed %d", n)
+		}
+		both(a, b, "")
+	})
 	run("a placement after a delete wins over the delete", func(t *testing.T) {
 		a, ca := mk("a")
 		b, _ := mk("b")

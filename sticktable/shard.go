@@ -315,6 +315,21 @@ func (s *shard[K]) change(op Op, e *slot[K], k Key, ttl int64) Change {
 	}
 }
 
+// explicitVersion versions an explicit change to slot e (present when
+// found). Besides exceeding every version the shard has seen, it lies in
+// a later millisecond than the base of the write it replaces, which bases
+// compare in: an explicit change must outrank what its node had seen even
+// when that was a placement made in the same millisecond.
+func (s *shard[K]) explicitVersion(now int64, e *slot[K], found bool) uint64 {
+	ms := now / int64(time.Millisecond)
+	if found {
+		if b := baseMS(e.version, e.origin); b < 1<<(64-LogicalBits)-1 {
+			ms = max(ms, int64(b)+1)
+		}
+	}
+	return s.clock.next(ms)
+}
+
 // write describes slot e for CompareWrites.
 func (s *shard[K]) write(e *slot[K]) Write {
 	return Write{Version: e.version, Node: s.nodes.list[e.node], Origin: e.origin,
