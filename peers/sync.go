@@ -89,7 +89,11 @@ func (g *Group) spread(a *attachment) {
 // handleDigest compares a member's digest with ours and sends it the
 // entries of every bucket that differs, and answers with our digest if
 // asked (flagReply), so the asker can send us what we lack.
-func (g *Group) handleDigest(d *digest) {
+func (g *Group) handleDigest(d *digest) { g.handleDigestWith(d, g.startSync) }
+
+// handleDigestWith is handleDigest with the transfer starter given, for
+// tests.
+func (g *Group) handleDigestWith(d *digest, startSync func(*memberlist.Node, *attachment, []bool, uint8, bool)) {
 	if d.sender == g.cfg.Name {
 		return
 	}
@@ -142,7 +146,7 @@ func (g *Group) handleDigest(d *digest) {
 		mark := ld.markVersion != 0 &&
 			sticktable.CompareVersions(ld.markVersion, ld.markNode, rd.markVersion, rd.markNode) > 0
 		if n > 0 || mark {
-			g.startSync(target, a, diff, rd.bits, mark)
+			startSync(target, a, diff, rd.bits, mark)
 		}
 	}
 	if d.flags&flagReply != 0 && len(reply.tables) > 0 {
