@@ -162,7 +162,9 @@ func TestDigestsAnsweredOnlyToMembersAtTheirAddress(t *testing.T) {
 	g.peers["peer"].addr = "127.0.0.1:7001"
 	g.peers["peer"].node = &memberlist.Node{Name: "peer", Addr: net.IPv4(127, 0, 0, 1), Port: 7001}
 	var sentTo []string
-	record := func(n *memberlist.Node, _ *attachment, _ []bool, _ uint8, _ bool) { sentTo = append(sentTo, n.Address()) }
+	record := func(n *memberlist.Node, _ *attachment, _ []bool, _ uint8, _ bool) {
+		sentTo = append(sentTo, n.Address())
+	}
 	empty := func(sender, addr string) *digest {
 		return &digest{sender: sender, addr: addr, tables: []tableDigest{{name: "sessions", shape: shapeOf(tbl),
 			bits: MinBucketBits, buckets: make([]uint64, 1<<MinBucketBits)}}}
