@@ -25,6 +25,9 @@ type attachment struct {
 	synced atomic.Bool
 	// spreading is set while a spread round is scheduled.
 	spreading atomic.Bool
+	// lastSyncRecv is when an anti-entropy batch for the table last
+	// arrived (unix nanoseconds).
+	lastSyncRecv atomic.Int64
 
 	mu      sync.Mutex
 	pending []sticktable.Change
@@ -62,6 +65,16 @@ func newAttachment(g *Group, name string, t *sticktable.Table) *attachment {
 		refreshEvery: uint32(every / time.Millisecond),
 		slots:        make([]atomic.Uint64, n),
 	}
+}
+
+// catchingUp reports whether anti-entropy batches for the table arrived in
+// the last catchUpQuiet. A node catching up through one member leaves the
+// table out of the digests it offers others meanwhile: each would send it
+// the same entries (a node joining empty would get the whole table from
+// every member). Once the transfer is over, spread offers it again.
+func (a *attachment) catchingUp() bool {
+	last := a.lastSyncRecv.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < catchUpQuiet
 }
 
 // owners maps each table to the attachment whose hook it carries. A

@@ -56,8 +56,11 @@ const (
 	// join push/pull, the other member's view) before the digest
 	// exchange it triggers; spreadDelay gathers the anti-entropy
 	// transfers of one heal into one round of digests to the others.
-	exchangeDelay = 100 * time.Millisecond
+	exchangeDelay = 500 * time.Millisecond
 	spreadDelay   = 300 * time.Millisecond
+	// catchUpQuiet is how long after the last anti-entropy batch a table
+	// counts as catching up (see attachment.catchingUp).
+	catchUpQuiet = 500 * time.Millisecond
 	// maxPeers caps the per-member state this node keeps; members are
 	// only added by memberlist's membership events, never by messages.
 	maxPeers = 4096
@@ -897,6 +900,7 @@ func (g *Group) handleBatch(msg []byte) {
 	}
 	if b.flags&flagSync != 0 {
 		a.synced.Store(true)
+		a.lastSyncRecv.Store(time.Now().UnixNano())
 	}
 	var lag time.Duration
 	lagged := false
@@ -975,6 +979,9 @@ func (d *delegate) LocalState(bool) []byte {
 	g := (*Group)(d)
 	dg := digest{sender: g.cfg.Name, addr: g.addr}
 	for _, a := range g.attachments() {
+		if a.catchingUp() {
+			continue
+		}
 		dg.tables = append(dg.tables, a.digest(0))
 		a.exchanged.Store(true)
 	}

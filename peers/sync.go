@@ -53,8 +53,14 @@ func (g *Group) exchangeWith(name string, tables []*attachment) {
 	}
 	d := digest{flags: flagReply, sender: g.cfg.Name, addr: g.addr}
 	for _, a := range tables {
+		if a.catchingUp() {
+			continue
+		}
 		d.tables = append(d.tables, a.recentDigest(0, time.Second))
 		a.exchanged.Store(true)
+	}
+	if len(d.tables) == 0 {
+		return
 	}
 	if err := g.ml.SendReliable(target, d.encode(nil)); err != nil {
 		g.st.sendErrors.Add(1)
@@ -73,11 +79,13 @@ func (g *Group) spread(a *attachment) {
 		return
 	}
 	g.spawn(func() {
-		select {
-		case <-g.stop:
-			a.spreading.Store(false)
-			return
-		case <-time.After(spreadDelay):
+		for first := true; first || a.catchingUp(); first = false {
+			select {
+			case <-g.stop:
+				a.spreading.Store(false)
+				return
+			case <-time.After(spreadDelay):
+			}
 		}
 		a.spreading.Store(false)
 		for _, n := range g.targets() {
@@ -129,7 +137,7 @@ func (g *Group) handleDigestWith(d *digest, startSync func(*memberlist.Node, *at
 			g.st.clockRefused.Add(1)
 			rd.markVersion, rd.markNode = 0, ""
 		}
-		if d.flags&flagReply != 0 {
+		if d.flags&flagReply != 0 && !a.catchingUp() {
 			reply.tables = append(reply.tables, a.recentDigest(0, time.Second))
 		}
 		// Compare at the sender's bucket count, whatever ours would be
@@ -138,7 +146,7 @@ func (g *Group) handleDigestWith(d *digest, startSync func(*memberlist.Node, *at
 		diff := make([]bool, len(ld.buckets))
 		n := 0
 		for j := range ld.buckets {
-			if ld.buckets[j] != rd.buckets[j] {
+			if ld.bucketDiffers(j, rd) {
 				diff[j] = true
 				n++
 			}

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
+	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -33,8 +35,9 @@ import (
 //	node     varint index into names
 //	version  zigzag varint, difference from baseVersion
 //	ttl      (not for clear): varint milliseconds remaining
-//	origin   (store, refresh, pin): varint, placement or explicit change
-//	         (sticktable.Change.Origin)
+//	origin   (store, refresh, pin): varint, Change.Origin + 1 modulo 2^32
+//	         (placement or explicit change), so the common first
+//	         placement (OriginFirst) and explicit change take one byte
 //
 // With ip or integer keys an update costs 13 to 20 bytes; the dictionary
 // makes server and node names one byte each however long they are.
@@ -48,7 +51,15 @@ import (
 //	str sender name, str sender address (host:port)
 //	varint nTables, nTables × (str name, u8 keyType, varint keyLen,
 //	                           varint clearVersion, str clearNode, u8 bits,
-//	                           2^bits × u64 little-endian bucket sums)
+//	                           u64 salt (little endian),
+//	                           2^bits × u32 little-endian folded sums)
+//
+// A bucket's sum is 64 bits; the wire carries 32 bits of it mixed with a
+// salt the sender draws for each digest (foldSum), which halves the
+// digest, the whole cost of a round between tables that agree. Two
+// different sums look equal with probability 2^-32, and not again in the
+// next round, whose salt differs, so a collision delays a repair by one
+// round instead of hiding it for good.
 //
 // Types 1 and 2 were the batch and digest of the format before origins
 // and table shapes; they are refused as unknown, so a node never merges
@@ -75,7 +86,7 @@ const (
 	maxKeyLen    = 65535                    // sticktable.MaxLen
 	maxTables    = 1024                     // tables in one digest
 	minEntryLen  = 3                        // op, node, version: a clear, the smallest entry
-	minDigestLen = 5 + 1 + 8<<MinBucketBits // smallest table in a digest
+	minDigestLen = 5 + 1 + 8 + 4<<MinBucketBits // smallest table in a digest
 	maxBatchLen  = 1 << 20                  // 4 × syncLimit; a single change with the largest key fits
 )
 
@@ -162,7 +173,7 @@ func (r *reader) str(max int, what string) string {
 func bucketOf(keyHash uint64, bits uint8) int { return int(keyHash >> (64 - bits)) }
 
 // bucketBitsFor picks the bucket count for a table of n entries. A
-// digest costs 8 bytes a bucket; a difference costs every entry of its
+// digest costs 4 bytes a bucket (8 when this was tuned); a difference costs every entry of its
 // bucket (~20 bytes each, n/buckets of them). For a handful of differing
 // keys the total is smallest near sqrt(12n) buckets (rounded down to a
 // power of two): 256 for ten thousand entries, 2048 (a 16 KiB digest) for
@@ -319,7 +330,7 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 	}
 	switch c.Op {
 	case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin:
-		e.body = binary.AppendUvarint(e.body, uint64(c.Origin))
+		e.body = binary.AppendUvarint(e.body, uint64(c.Origin+1))
 	}
 	e.count++
 	if e.count > 1 && e.headerLen()+len(e.body) > e.limit || len(e.names) > maxNames {
@@ -460,7 +471,7 @@ func decodeBatch(msg []byte) (*batch, error) {
 			if o > uint64(sticktable.OriginFirst) {
 				r.fail("origin out of range")
 			}
-			c.origin = uint32(o)
+			c.origin = uint32(o) - 1
 		}
 		if r.err != nil {
 			return nil, r.err
@@ -483,7 +494,18 @@ type tableDigest struct {
 	markVersion uint64
 	markNode    string
 	bits        uint8
-	buckets     []uint64 // 1 << bits
+	buckets     []uint64 // 1 << bits; sums, or folded sums when folded
+	// folded marks a decoded digest, whose buckets are foldSum(sum, salt)
+	folded bool
+	salt   uint64
+}
+
+// foldSum mixes a bucket sum with a salt down to the 32 bits that travel.
+func foldSum(sum, salt uint64) uint64 { return uint64(uint32(hashmix.Fmix64(sum ^ salt))) }
+
+// bucketDiffers compares our bucket j (a sum) with theirs (folded).
+func (t *tableDigest) bucketDiffers(j int, theirs *tableDigest) bool {
+	return foldSum(t.buckets[j], theirs.salt) != theirs.buckets[j]
 }
 
 // digest is a decoded digest message.
@@ -507,8 +529,16 @@ func (d *digest) encode(dst []byte) []byte {
 		dst = binary.AppendUvarint(dst, t.markVersion)
 		dst = appendStr(dst, t.markNode)
 		dst = append(dst, t.bits)
+		salt := t.salt
+		if !t.folded {
+			salt = rand.Uint64()
+		}
+		dst = binary.LittleEndian.AppendUint64(dst, salt)
 		for _, s := range t.buckets {
-			dst = binary.LittleEndian.AppendUint64(dst, s)
+			if !t.folded {
+				s = foldSum(s, salt)
+			}
+			dst = binary.LittleEndian.AppendUint32(dst, uint32(s))
 		}
 	}
 	return dst
@@ -545,13 +575,15 @@ func decodeDigest(msg []byte) (*digest, error) {
 		if r.err == nil && (t.bits < MinBucketBits || t.bits > MaxBucketBits) {
 			r.fail("bad bucket bits %d", t.bits)
 		}
-		raw := r.bytes(8 << t.bits)
+		salt := r.bytes(8)
+		raw := r.bytes(4 << t.bits)
 		if r.err != nil {
 			return nil, r.err
 		}
+		t.folded, t.salt = true, binary.LittleEndian.Uint64(salt)
 		t.buckets = make([]uint64, 1<<t.bits)
 		for j := range t.buckets {
-			t.buckets[j] = binary.LittleEndian.Uint64(raw[8*j:])
+			t.buckets[j] = uint64(binary.LittleEndian.Uint32(raw[4*j:]))
 		}
 	}
 	if d.sender == "" {
