@@ -88,6 +88,7 @@ func (a *App) provisionPeers(ctx caddy.Context) error {
 func (a *App) startPeers() error {
 	for name, h := range a.groups {
 		cfg := a.Peers[name]
+		h.group.SetMaxClockOffset(cfg.MaxClockOffset)
 		if !slices.Equal(h.cfg.Secrets, cfg.Secrets) {
 			if err := h.group.SetSecrets(cfg.Secrets); err != nil {
 				return fmt.Errorf("peers %s: %v", name, err)

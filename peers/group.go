@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
@@ -112,6 +113,8 @@ type Group struct {
 
 	// warned holds "table\x00reason" of one-time warnings already logged.
 	warned sync.Map
+	// maxOffset is cfg.MaxClockOffset, which a reload may change.
+	maxOffset atomic.Int64
 	// badWarn rate-limits warnings about refused changes (non-members,
 	// clocks too far ahead); badDebug the debug lines about undecodable
 	// messages.
@@ -331,6 +334,7 @@ func newGroup(cfg Config, logger *zap.Logger, o options) (*Group, error) {
 	}
 	g.ml = ml
 	g.addr = ml.LocalNode().Address()
+	g.maxOffset.Store(int64(cfg.MaxClockOffset))
 	g.wg.Add(1)
 	go g.flushLoop()
 	if len(cfg.Join) > 0 {
@@ -504,6 +508,15 @@ func (g *Group) SetSecrets(secrets []string) error {
 	g.cfg.Secrets = append([]string(nil), secrets...)
 	g.mu.Unlock()
 	return nil
+}
+
+// SetMaxClockOffset changes max_clock_offset in place, for a config reload
+// (0 means the default).
+func (g *Group) SetMaxClockOffset(d caddy.Duration) {
+	if d <= 0 {
+		d = caddy.Duration(DefaultMaxClockOffset)
+	}
+	g.maxOffset.Store(int64(d))
 }
 
 // Attach replicates t through the group under tableName, which must be
@@ -857,7 +870,11 @@ func (g *Group) now() time.Time {
 // than max_clock_offset ahead of this node's clock, a version would drag
 // every clock of the group forward (and win every comparison it enters).
 func (g *Group) versionLimit(now time.Time) uint64 {
-	ms := now.Add(time.Duration(g.cfg.MaxClockOffset)).UnixMilli()
+	off := time.Duration(g.maxOffset.Load())
+	if off == 0 {
+		off = time.Duration(g.cfg.MaxClockOffset) // groups built by hand in tests
+	}
+	ms := now.Add(off).UnixMilli()
 	if ms <= 0 {
 		return 0
 	}
