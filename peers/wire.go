@@ -79,15 +79,15 @@ const (
 	MinBucketBits = 4
 	MaxBucketBits = 12
 
-	maxNameLen   = 255                      // node and table names
-	maxServerLen = 1024                     // server identities in a batch dictionary
-	maxAddrLen   = 300                      // host:port in a digest
-	maxNames     = 4096                     // dictionary entries in one batch
-	maxKeyLen    = 65535                    // sticktable.MaxLen
-	maxTables    = 1024                     // tables in one digest
-	minEntryLen  = 3                        // op, node, version: a clear, the smallest entry
+	maxNameLen   = 255                          // node and table names
+	maxServerLen = 1024                         // server identities in a batch dictionary
+	maxAddrLen   = 300                          // host:port in a digest
+	maxNames     = 4096                         // dictionary entries in one batch
+	maxKeyLen    = 65535                        // sticktable.MaxLen
+	maxTables    = 1024                         // tables in one digest
+	minEntryLen  = 3                            // op, node, version: a clear, the smallest entry
 	minDigestLen = 5 + 1 + 8 + 4<<MinBucketBits // smallest table in a digest
-	maxBatchLen  = 1 << 20                  // 4 × syncLimit; a single change with the largest key fits
+	maxBatchLen  = 1 << 20                      // 4 × syncLimit; a single change with the largest key fits
 )
 
 var errShort = errors.New("truncated message")
