@@ -441,3 +441,43 @@ func TestClockSkew(t *testing.T) {
 		})
 	}
 }
+
+// TestFullTablesConvergeAndStop: two nodes whose tables are full learn
+// different keys while partitioned. After the heal they must end with the
+// same entries, and anti-entropy must stop sending once they agree (it
+// once resent forever: each apply made the resent keys most recently used
+// and evicted others, which the next round sent back).
+func TestFullTablesConvergeAndStop(t *testing.T) {
+	o := testOpts()
+	o.pushPull = 500 * time.Millisecond
+	const size = 4096 // two shards, full
+	mk := func(int) *sticktable.Table {
+		tbl, err := sticktable.New(sticktable.Config{Type: sticktable.KeyInteger, Size: size, Expire: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tbl.Close)
+		return tbl
+	}
+	nodes := faultCluster(t, 2, o, mk)
+	a, b := nodes[0], nodes[1]
+	cut(a, b)
+	waitFor(t, 30*time.Second, "partition", func() bool { return a.g.ml.NumMembers() == 1 && b.g.ml.NumMembers() == 1 })
+	for i := range 6000 {
+		a.t.Store(fmt.Sprint(i), "sa")
+		b.t.Store(fmt.Sprint(i+3000), "sb")
+		if i%500 == 0 {
+			time.Sleep(2 * time.Millisecond) // spread the keys' recency a little
+		}
+	}
+	heal(a, b)
+	waitFor(t, 60*time.Second, "full tables agree", func() bool { return state(a.t) == state(b.t) })
+	sent := a.g.Stats().SyncEntriesSent + b.g.Stats().SyncEntriesSent
+	time.Sleep(5 * o.pushPull) // several rounds
+	if more := a.g.Stats().SyncEntriesSent + b.g.Stats().SyncEntriesSent - sent; more != 0 {
+		t.Fatalf("anti-entropy sent %d more entries after the tables agreed", more)
+	}
+	if n := a.t.Len(); n < size*9/10 || n > size {
+		t.Fatalf("%d entries in a table of %d", n, size)
+	}
+}

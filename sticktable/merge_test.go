@@ -331,12 +331,16 @@ func TestFullTablesConverge(t *testing.T) {
 		mustStore(t, a, strconv.Itoa(i), "sa")
 		mustStore(t, b, strconv.Itoa(i+3000), "sb")
 	}
+	// One anti-entropy step: src sends what dst lacks or holds otherwise
+	// (as digests find it), and reports how many entries it sent.
 	exchange := func(dst, src *Table) int {
 		n := 0
 		src.RangeChanges(func(c Change) bool {
-			if ok, _ := dst.Apply(c); ok {
-				n++
+			if e, ok := dst.GetKey(c.Key); ok && e.Version == c.Version && e.Node == c.Node && e.Origin == c.Origin {
+				return true
 			}
+			n++
+			dst.Apply(c)
 			return true
 		})
 		return n
@@ -366,3 +370,33 @@ func TestFullTablesConverge(t *testing.T) {
 	}
 	t.Logf("converged after %d exchange rounds on %d keys", rounds, len(ka))
 }
+
+// TestApplyKeepsSenderRecency: a replicated entry takes the place its
+// remaining life gives it in the LRU order, and a full table does not
+// install one it would evict before everything it holds.
+func TestApplyKeepsSenderRecency(t *testing.T) {
+	tab, clk := newTestTable(t, Config{Type: KeyString, Size: 2, Expire: time.Hour}, Options{})
+	mustStore(t, tab, "old", "s")
+	clk.Add(10 * time.Minute)
+	mustStore(t, tab, "recent", "s")
+	remote := func(key string, ttl time.Duration) Change {
+		return Change{Op: OpStore, Key: mustKey(t, tab, key), Server: "r", Version: v0, Node: "peer", Origin: OriginFirst, TTL: ttl}
+	}
+	// used 55 minutes ago on the sender: older than both, not installed
+	if ok, err := tab.Apply(remote("stale", 5*time.Minute)); ok || err != nil {
+		t.Fatalf("a full table installed an entry older than all it holds: %v %v", ok, err)
+	}
+	if server(tab, "old") != "s" || server(tab, "recent") != "s" {
+		t.Fatal("an entry was evicted for an older one")
+	}
+	// used 5 minutes ago: evicts "old" (50 minutes left), sits behind "recent"
+	if ok, _ := tab.Apply(remote("mid", 55*time.Minute)); !ok || server(tab, "old") != "" {
+		t.Fatal("a more recent remote entry did not replace the least recent")
+	}
+	mustStore(t, tab, "new", "s") // evicts the least recently used: mid, not recent
+	if server(tab, "recent") != "s" || server(tab, "mid") != "" {
+		t.Fatalf("eviction order ignored the sender's recency: recent=%q mid=%q", server(tab, "recent"), server(tab, "mid"))
+	}
+}
+
+func mustKey(tb testing.TB, t *Table, text string) Key { return key(tb, t, text) }
