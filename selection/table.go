@@ -62,9 +62,11 @@ type StickTable struct {
 	Servers map[string]string `json:"servers,omitempty"`
 
 	// How a key that is not in the table yet chooses its server. "hash":
-	// rendezvous hashing of the key over the available servers, so
-	// instances that have not heard from each other still agree. Empty:
-	// the fallback policy chooses.
+	// rendezvous hashing of the key over the available servers (each by
+	// its name in Servers, else its dial address), so instances that have
+	// not heard from each other still agree, also when they reach the
+	// servers through different addresses. Empty: the fallback policy
+	// chooses.
 	FirstChoice string `json:"first_choice,omitempty"`
 
 	// The policy for keys not in the table and for redispatch. Default:
