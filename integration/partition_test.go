@@ -150,6 +150,16 @@ func backendOf(bs []*backend, body string) string {
 	return ""
 }
 
+// nameOf maps a backend address to its name.
+func nameOf(bs []*backend, addr string) string {
+	for _, b := range bs {
+		if b.Addr == addr {
+			return b.Name
+		}
+	}
+	return ""
+}
+
 func (n *node) pin(t *testing.T, key, server string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://127.0.0.1:%d/sticky/tables/users/entries/%s", n.adminPort, key),
@@ -311,6 +321,13 @@ func TestPeersPartitionHeal(t *testing.T) {
 		if final[u] != b {
 			moved++
 			t.Errorf("%s was placed on %s, is now on %s", u, b, final[u])
+		}
+	}
+	for k, v := range final {
+		_, user := home[k]
+		_, pinned := pins[k]
+		if (!user && !pinned) || backendOf(bs, nameOf(bs, v)) == "" {
+			t.Errorf("entry %s -> %s was never written", k, v)
 		}
 	}
 	for k, want := range pins {
