@@ -95,33 +95,34 @@ func (p *partition) heal() {
 	}
 }
 
-var (
-	sharedBinOnce sync.Once
-	sharedBin     string
-	sharedBinErr  error
-)
+// runAsBin caches, per test, the copy of the test binary a node running
+// as another user executes.
+var runAsBin sync.Map // *testing.T -> path
 
 // runAs makes cmd run as uid (its folder handed over), with a copy of the
 // test binary that uid can execute (the build folder is private to root).
 func runAs(t *testing.T, cmd *exec.Cmd, uid int, dir string) {
 	t.Helper()
-	sharedBinOnce.Do(func() {
-		var d string
-		if d, sharedBinErr = os.MkdirTemp("", "sticky-caddy-bin-"); sharedBinErr != nil {
-			return
+	bin, ok := runAsBin.Load(t)
+	if !ok {
+		d, err := os.MkdirTemp("", "sticky-caddy-bin-")
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { os.RemoveAll(d); runAsBin.Delete(t) })
 		os.Chmod(d, 0o755)
-		var src []byte
-		if src, sharedBinErr = os.ReadFile(cmd.Path); sharedBinErr != nil {
-			return
+		src, err := os.ReadFile(cmd.Path)
+		if err != nil {
+			t.Fatal(err)
 		}
-		sharedBin = filepath.Join(d, "caddy")
-		sharedBinErr = os.WriteFile(sharedBin, src, 0o755)
-	})
-	if sharedBinErr != nil {
-		t.Fatal(sharedBinErr)
+		path := filepath.Join(d, "caddy")
+		if err := os.WriteFile(path, src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		runAsBin.Store(t, path)
+		bin = path
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(sharedBin)) })
+	sharedBin := bin.(string)
 	cmd.Path = sharedBin
 	cmd.Args[0] = sharedBin
 	for p := dir; ; p = filepath.Dir(p) {
