@@ -125,11 +125,12 @@ func runAs(t *testing.T, cmd *exec.Cmd, uid int, dir string) {
 	sharedBin := bin.(string)
 	cmd.Path = sharedBin
 	cmd.Args[0] = sharedBin
-	for p := dir; ; p = filepath.Dir(p) {
-		os.Chmod(p, 0o755) // the uid has to reach its folder
-		if p == os.TempDir() || p == "/" || p == "." {
-			break
-		}
+	// The uid has to reach its folder: open up the test's own folders
+	// between it and the system's temporary folder, never that one
+	// itself (or anything outside it).
+	tmp := filepath.Clean(os.TempDir())
+	for p := filepath.Clean(dir); strings.HasPrefix(p, tmp+string(filepath.Separator)); p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
 	}
 	filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
 		if err == nil {
