@@ -896,6 +896,7 @@ func (g *Group) handleBatch(msg []byte) {
 		g.badWarn.log(g.log, "refused changes from a node that is not a member", zap.String("sender", b.sender()))
 		return
 	}
+	received := time.Now()
 	now := g.now()
 	limit := g.versionLimit(now)
 	g.st.msgsRecv.Add(1)
@@ -930,7 +931,11 @@ func (g *Group) handleBatch(msg []byte) {
 				zap.String("peer", b.sender()), zap.Time("version_time", sticktable.VersionTime(r.version)))
 			continue
 		}
-		c := sticktable.Change{Op: r.op, Version: r.version, Node: b.names[r.node], TTL: r.ttl, Origin: r.origin}
+		c := sticktable.Change{Op: r.op, Version: r.version, Node: b.names[r.node], Origin: r.origin, TTL: r.ttl}
+		if c.TTL > 0 {
+			// what is left now (a tombstone's 0 means "full retention")
+			c.TTL = max(c.TTL-b.age-time.Since(received), 1)
+		}
 		if r.server >= 0 {
 			c.Server = b.names[r.server]
 		}

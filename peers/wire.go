@@ -25,7 +25,15 @@ import (
 //	                               sizes, the others are length-prefixed)
 //	varint nNames, nNames × str   (dictionary of node and server names;
 //	                               names[0] is the sender)
-//	varint baseVersion, varint count, count × entry
+//	varint baseVersion, varint ageMs, varint count, count × entry
+//
+// ageMs is how long the batch took to build, from its first change to
+// its encoding: TTLs are remaining life when each change was taken, and
+// the receiver deducts the age (a duration on the sender's own clock, so
+// clock offsets do not matter), as it deducts its own time spent applying
+// earlier changes of the batch. Without that, a node's estimate of a
+// peer's entry was systematically fresher than the peer's own, and full
+// tables, which evict by that estimate, never agreed on what to keep.
 //
 // entry:
 //
@@ -248,6 +256,7 @@ type batchEncoder struct {
 	base     uint64
 	count    int
 	body     []byte
+	first    time.Time // when the first change of the batch was added
 }
 
 func newBatchEncoder(table, sender string, shape tableShape, flags byte, limit int) *batchEncoder {
@@ -257,8 +266,11 @@ func newBatchEncoder(table, sender string, shape tableShape, flags byte, limit i
 }
 
 // maxTTL bounds a TTL on the wire; longer ones are clamped when sent and
-// refused when received.
-const maxTTL = 100 * 365 * 24 * time.Hour
+// refused when received. maxAge bounds a batch's age (three bytes).
+const (
+	maxTTL = 100 * 365 * 24 * time.Hour
+	maxAge = (1<<21 - 1) * time.Millisecond
+)
 
 func (e *batchEncoder) reset() {
 	clear(e.index)
@@ -283,7 +295,7 @@ func (e *batchEncoder) name(s string) int {
 
 func (e *batchEncoder) headerLen() int {
 	return 3 + uvarintLen(uint64(len(e.table))) + len(e.table) + uvarintLen(uint64(e.shape.keyLen)) +
-		uvarintLen(uint64(len(e.names))) + e.namesLen + uvarintLen(e.base) + uvarintLen(uint64(e.count))
+		uvarintLen(uint64(len(e.names))) + e.namesLen + uvarintLen(e.base) + 3 + uvarintLen(uint64(e.count))
 }
 
 // add appends one change. It returns false, leaving the batch as it was,
@@ -297,6 +309,7 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 	}
 	if e.count == 0 {
 		e.base = c.Version
+		e.first = time.Now()
 	}
 	bodyMark, nNames, namesLen := len(e.body), len(e.names), e.namesLen
 	e.body = append(e.body, byte(c.Op))
@@ -356,6 +369,11 @@ func (e *batchEncoder) finish(dst []byte) []byte {
 		dst = appendStr(dst, s)
 	}
 	dst = binary.AppendUvarint(dst, e.base)
+	age := time.Duration(0)
+	if e.count > 0 {
+		age = min(time.Since(e.first), maxAge)
+	}
+	dst = binary.AppendUvarint(dst, uint64(age/time.Millisecond))
 	dst = binary.AppendUvarint(dst, uint64(e.count))
 	dst = append(dst, e.body...)
 	e.reset()
@@ -381,6 +399,7 @@ type batch struct {
 	fixed   int
 	names   []string
 	base    uint64
+	age     time.Duration
 	changes []rawChange
 }
 
@@ -417,6 +436,11 @@ func decodeBatch(msg []byte) (*batch, error) {
 		b.names = append(b.names, r.str(maxServerLen, "name"))
 	}
 	b.base = r.uvarint()
+	if age := r.uvarint(); age > uint64(maxAge/time.Millisecond) {
+		r.fail("batch age %d ms", age)
+	} else {
+		b.age = time.Duration(age) * time.Millisecond
+	}
 	count := r.uvarint()
 	if r.err == nil && (count == 0 || count > uint64(len(r.b)/minEntryLen)) {
 		r.fail("bad entry count %d for %d bytes", count, len(r.b))
