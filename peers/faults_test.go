@@ -443,9 +443,9 @@ func TestClockSkew(t *testing.T) {
 }
 
 // TestFullTablesConvergeAndStop: two nodes whose tables are full learn
-// different users while partitioned, in alternating bursts (a few tens of
-// milliseconds apart, far more than the error of a node's estimate of how
-// recently a peer's entry was used). After the heal they must end with the
+// different users while partitioned, in alternating bursts (100 ms apart,
+// far more than the error of a node's estimate of how recently a peer's
+// entry was used). After the heal they must end with the
 // same entries, the most recently used of both, and anti-entropy must stop
 // sending once they agree (it once resent forever: each apply made the
 // resent keys the most recently used and evicted others, which the next
@@ -474,10 +474,15 @@ func TestFullTablesConvergeAndStop(t *testing.T) {
 		for j := range burst {
 			n.t.Store(fmt.Sprint(i*burst+j), server)
 		}
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	heal(a, b)
 	waitFor(t, 60*time.Second, "full tables agree", func() bool { return state(a.t) == state(b.t) })
+	// Transfers started before they agreed are counted when they end.
+	time.Sleep(3 * o.pushPull)
+	if state(a.t) != state(b.t) {
+		t.Fatal("full tables agreed, then diverged")
+	}
 	for j := 8 * burst; j < 12*burst; j++ {
 		if serverOf(a.t, fmt.Sprint(j)) == "" {
 			t.Fatalf("user %d, among the %d most recent, was evicted", j, size)

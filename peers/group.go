@@ -831,8 +831,16 @@ func (g *Group) handleMessage(msg []byte) {
 			g.refuse("leave", err)
 			return
 		}
-		if p := g.member(name); p != nil {
+		// Only a member this node knows of (no state for invented
+		// names); one already declared failed is relabelled, as the
+		// leave may arrive after memberlist gave up on it.
+		if p := g.known(name); p != nil {
 			p.leaving.Store(true)
+			g.mu.Lock()
+			if p.state == "dead" {
+				p.state, p.since = "left", time.Now()
+			}
+			g.mu.Unlock()
 		}
 	case msgDigest:
 		d, err := decodeDigest(msg)
