@@ -101,7 +101,6 @@ func TestValidateOpensNoPeerSockets(t *testing.T) {
 // moves a group's bind address (same node name) must leave the running
 // node in its cluster, replicating both ways.
 func TestRejectedBindMoveKeepsNodeInCluster(t *testing.T) {
-	t.Skip("fixed in the next commit: new groups join their cluster only at commit")
 	freshState(t)
 	secret := "MDEyMzQ1Njc4OWFiY2RlZg=="
 	p1, p2, p3 := itoa(freeUDPTCPPort(t)), itoa(freeUDPTCPPort(t)), itoa(freeUDPTCPPort(t))

@@ -34,7 +34,7 @@ var (
 	descPeerUpdates  = prometheus.NewDesc("caddy_sticky_peers_updates_total", "Table changes sent to and received from peers.", []string{"group", "direction"}, nil)
 	descPeerMessages = prometheus.NewDesc("caddy_sticky_peers_messages_total", "Replication messages sent and received.", []string{"group", "direction"}, nil)
 	descPeerBytes    = prometheus.NewDesc("caddy_sticky_peers_bytes_total", "Replication payload bytes sent and received.", []string{"group", "direction"}, nil)
-	descPeerErrors   = prometheus.NewDesc("caddy_sticky_peers_errors_total", "Refused peer messages (decode), changes the table refused (apply), failed sends (send), local changes dropped from a full queue (dropped).", []string{"group", "kind"}, nil)
+	descPeerErrors   = prometheus.NewDesc("caddy_sticky_peers_errors_total", "Refused peer messages (decode), changes the table refused (apply), failed sends (send), local changes dropped from a full queue (dropped), versions beyond max_clock_offset (clock), tables of another key type or length (shape), messages from non-members (non_member).", []string{"group", "kind"}, nil)
 	descPeerSyncs    = prometheus.NewDesc("caddy_sticky_peers_sync_rounds_total", "Anti-entropy transfers started by this node.", []string{"group"}, nil)
 	descPeerLag      = prometheus.NewDesc("caddy_sticky_peers_lag_seconds", "Moving average of how long a member's changes take to arrive here.", []string{"group", "member"}, nil)
 )
@@ -93,6 +93,9 @@ func (tableCollector) Collect(ch chan<- prometheus.Metric) {
 		c(descPeerErrors, st.ApplyErrors, "apply")
 		c(descPeerErrors, st.SendErrors, "send")
 		c(descPeerErrors, st.Dropped, "dropped")
+		c(descPeerErrors, st.ClockRefused, "clock")
+		c(descPeerErrors, st.ShapeRefused, "shape")
+		c(descPeerErrors, st.NonMembers, "non_member")
 		c(descPeerSyncs, st.SyncRounds)
 		for _, m := range h.group.Members() {
 			ch <- prometheus.MustNewConstMetric(descPeerLag, prometheus.GaugeValue, m.Lag.Seconds(), g, m.Name)

@@ -300,7 +300,7 @@ func (s *stateOwner) start(p *plan) error {
 		if h.group != nil {
 			continue
 		}
-		g, err := peers.NewGroup(h.cfg, p.logger.Named("peers").With(zap.String("group", name)))
+		g, err := peers.NewIdleGroup(h.cfg, p.logger.Named("peers").With(zap.String("group", name)))
 		if err != nil {
 			return fmt.Errorf("peers %s: %v", name, err)
 		}
@@ -458,6 +458,8 @@ func (s *stateOwner) commitLocked(p *plan) error {
 	}
 	for _, name := range sortedKeys(p.groups) {
 		u := p.groups[name]
+		u.h.group.Join() // a group new with this config joins its cluster now
+		u.h.group.SetMaxClockOffset(u.cfg.MaxClockOffset)
 		if !slices.Equal(u.h.cfg.Secrets, u.cfg.Secrets) {
 			if err := u.h.group.SetSecrets(u.cfg.Secrets); err != nil {
 				p.logger.Error("peer group keys not updated", zap.String("group", name), zap.Error(err))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
 )
 
 // Issue 8: /sticky/tables stats.invalid stayed 0 while the lookup metric

@@ -42,6 +42,10 @@ type node struct {
 	cmd       *exec.Cmd
 	cancel    context.CancelFunc
 	done      chan struct{}
+	// uid, when set, runs the process as that user (and group), so
+	// firewall rules can match its traffic by owner; its folder is
+	// handed to it.
+	uid int
 }
 
 var testSecret = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
@@ -101,6 +105,9 @@ func (n *node) launch(t *testing.T, bin, caddyfile string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), runAsCaddyEnv+"=1", "XDG_CONFIG_HOME="+n.dir, "XDG_DATA_HOME="+n.dir)
+	if n.uid != 0 {
+		runAs(t, cmd, n.uid, n.dir)
+	}
 	logf, err := os.Create(filepath.Join(n.dir, "caddy.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ type attachment struct {
 	g        *Group
 	name     string
 	t        *sticktable.Table
+	shape    tableShape
 	detached atomic.Bool
 	// exchanged is set once the table's digest has gone to a member (in
 	// a push/pull or a request). A table attached while the join was in
@@ -22,6 +23,11 @@ type attachment struct {
 	exchanged atomic.Bool
 	// synced is set once an anti-entropy transfer for the table arrived.
 	synced atomic.Bool
+	// spreading is set while a spread round is scheduled.
+	spreading atomic.Bool
+	// lastSyncRecv is when an anti-entropy batch for the table last
+	// arrived (unix nanoseconds).
+	lastSyncRecv atomic.Int64
 
 	mu      sync.Mutex
 	pending []sticktable.Change
@@ -47,26 +53,28 @@ type attachment struct {
 
 func newAttachment(g *Group, name string, t *sticktable.Table) *attachment {
 	cfg := t.Config()
-	fixed := 0
-	switch cfg.Type {
-	case sticktable.KeyIP:
-		fixed = 4
-	case sticktable.KeyIPv6:
-		fixed = 16
-	case sticktable.KeyInteger:
-		fixed = 8
-	}
+	shape := shapeOf(t)
 	// expire/4 keeps a peer's copy of an idle-but-used entry from
 	// expiring (it is refreshed at least 3 times per lifetime) while
 	// sending a hot key's refresh at most 4 times per expire period.
 	every := min(max(cfg.Expire/4, 10*time.Millisecond), time.Hour)
 	n := 1 << min(max(bits.Len(uint(cfg.Size)), 10), 16)
 	return &attachment{
-		g: g, name: name, t: t,
-		enc:          newBatchEncoder(name, g.cfg.Name, fixed, 0, packetLimit),
+		g: g, name: name, t: t, shape: shape,
+		enc:          newBatchEncoder(name, g.cfg.Name, shape, 0, packetLimit),
 		refreshEvery: uint32(every / time.Millisecond),
 		slots:        make([]atomic.Uint64, n),
 	}
+}
+
+// catchingUp reports whether anti-entropy batches for the table arrived in
+// the last catchUpQuiet. A node catching up through one member leaves the
+// table out of the digests it offers others meanwhile: each would send it
+// the same entries (a node joining empty would get the whole table from
+// every member). Once the transfer is over, spread offers it again.
+func (a *attachment) catchingUp() bool {
+	last := a.lastSyncRecv.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < catchUpQuiet
 }
 
 // owners maps each table to the attachment whose hook it carries. A
@@ -209,7 +217,7 @@ func (a *attachment) digest(bits uint8) tableDigest {
 }
 
 func (a *attachment) walkDigest(bits uint8) tableDigest {
-	td := tableDigest{name: a.name, bits: bits, buckets: make([]uint64, 1<<bits)}
+	td := tableDigest{name: a.name, shape: a.shape, bits: bits, buckets: make([]uint64, 1<<bits)}
 	var kb []byte
 	a.t.RangeChanges(func(c sticktable.Change) bool {
 		if c.Op == sticktable.OpClear {

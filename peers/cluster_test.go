@@ -332,8 +332,8 @@ func TestPartitionHeal(t *testing.T) {
 	fill(a.t, 0, 200)   // c misses these
 	fill(c.t, 1000, 50) // the others miss these
 	a.t.Store("both", "from-a")
-	// Versions order by milliseconds first: a write a few milliseconds
-	// later has the higher version, and must win everywhere.
+	// Two independent placements of one key: the earlier one must win
+	// everywhere (the user has been using it).
 	time.Sleep(5 * time.Millisecond)
 	c.t.Store("both", "from-c")
 	time.Sleep(200 * time.Millisecond)
@@ -345,7 +345,7 @@ func TestPartitionHeal(t *testing.T) {
 	for {
 		ok := true
 		for _, n := range nodes {
-			if n.t.Len() != 252 || serverOf(n.t, "both") != "from-c" {
+			if n.t.Len() != 252 || serverOf(n.t, "both") != "from-a" {
 				ok = false
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -46,7 +47,17 @@ type Config struct {
 	// and unencrypted traffic is never accepted. Placeholders such as
 	// {env.STICKY_PEERS_SECRET} are replaced when the group starts.
 	Secrets []string `json:"secrets"`
+
+	// MaxClockOffset is how far ahead of this node's clock a peer's
+	// version may be. Versions carry wall-clock time; one from further
+	// ahead (a host with a wrong clock, a forged message) is refused and
+	// counted, so it cannot win every comparison and drag every node's
+	// clock forward. Default: 1m.
+	MaxClockOffset caddy.Duration `json:"max_clock_offset,omitempty"`
 }
+
+// DefaultMaxClockOffset is MaxClockOffset's default.
+const DefaultMaxClockOffset = time.Minute
 
 // UnmarshalCaddyfile parses the body of a `peers <name> { ... }` block.
 // The dispenser must be on the last token before the opening brace (the
@@ -58,6 +69,7 @@ type Config struct {
 //	join 10.0.0.2:7946 10.0.0.3:7946
 //	secret {env.STICKY_PEERS_SECRET}
 //	secret <old key, still accepted>
+//	max_clock_offset 1m
 func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -86,6 +98,15 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				c.Advertise = args[0]
 			}
+		case "max_clock_offset":
+			if len(args) != 1 {
+				return d.Errf("max_clock_offset takes exactly one duration")
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur <= 0 {
+				return d.Errf("max_clock_offset: want a positive duration, got %q", args[0])
+			}
+			c.MaxClockOffset = caddy.Duration(dur)
 		case "join":
 			if len(args) == 0 {
 				return d.Errf("join needs at least one host:port")
@@ -163,6 +184,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Bind == "" {
 		c.Bind = "0.0.0.0:" + strconv.Itoa(DefaultPort)
+	}
+	switch {
+	case c.MaxClockOffset == 0:
+		c.MaxClockOffset = caddy.Duration(DefaultMaxClockOffset)
+	case c.MaxClockOffset < 0:
+		return c, fmt.Errorf("peers: negative max_clock_offset %v", time.Duration(c.MaxClockOffset))
 	}
 	return c, nil
 }

@@ -1,11 +1,13 @@
 package peers
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
@@ -38,13 +40,17 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		t.Fatalf("parsed %+v", c)
 	}
 	for body, want := range map[string]string{
-		"name a\nname b":      "specified twice",
-		"name":                "exactly one",
-		"bind a:b:c":          "bind",
-		"secret bm90IGEga2V5": "16, 24 or 32",
-		"secret !!!":          "base64",
-		"join":                "at least one",
-		"gossip fast":         "unrecognized",
+		"name a\nname b":        "specified twice",
+		"name":                  "exactly one",
+		"bind a:b:c":            "bind",
+		"secret bm90IGEga2V5":   "16, 24 or 32",
+		"secret !!!":            "base64",
+		"join":                  "at least one",
+		"gossip fast":           "unrecognized",
+		"max_clock_offset":      "exactly one duration",
+		"max_clock_offset -1s":  "positive duration",
+		"max_clock_offset soon": "positive duration",
+		"max_clock_offset 1m\nmax_clock_offset 2m": "specified twice",
 	} {
 		_, err := parseBlock(t, body)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -53,6 +59,35 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), "Testfile:") {
 			t.Errorf("%q: error %q lacks the line", body, err)
 		}
+	}
+}
+
+// TestMaxClockOffsetOption: the Caddyfile and JSON option, its default,
+// and a reload changing it in a running group.
+func TestMaxClockOffsetOption(t *testing.T) {
+	c, err := parseBlock(t, "max_clock_offset 30s\nsecret "+testSecret)
+	if err != nil || time.Duration(c.MaxClockOffset) != 30*time.Second {
+		t.Fatalf("parsed %v, %v", time.Duration(c.MaxClockOffset), err)
+	}
+	var j Config
+	if err := json.Unmarshal([]byte(`{"max_clock_offset": "2m", "secrets": ["`+testSecret+`"]}`), &j); err != nil || time.Duration(j.MaxClockOffset) != 2*time.Minute {
+		t.Fatalf("JSON: %v, %v", time.Duration(j.MaxClockOffset), err)
+	}
+	d, err := Config{Name: "n"}.withDefaults()
+	if err != nil || time.Duration(d.MaxClockOffset) != DefaultMaxClockOffset {
+		t.Fatalf("default %v, %v", time.Duration(d.MaxClockOffset), err)
+	}
+	if _, err := (Config{Name: "n", MaxClockOffset: -1}).withDefaults(); err == nil {
+		t.Fatal("negative offset accepted")
+	}
+	g := startNode(t, "n", nil, testOpts(), testSecret)
+	now := time.Now()
+	if g.versionLimit(now) != versionAt(now.Add(time.Minute))|(1<<sticktable.LogicalBits-1) {
+		t.Fatal("default limit")
+	}
+	g.SetMaxClockOffset(caddy.Duration(5 * time.Minute))
+	if g.versionLimit(now) != versionAt(now.Add(5*time.Minute))|(1<<sticktable.LogicalBits-1) {
+		t.Fatal("a reload did not change the limit")
 	}
 }
 

@@ -13,14 +13,33 @@
 //   - Anti-entropy and catch-up: memberlist's periodic push/pull (and the
 //     push/pull of a join) carries a digest of each table: 16 to 4096
 //     buckets (by table size) by key hash, each an order-independent sum
-//     of hashes of (key, version, node) of its entries and tombstones. Each side then streams to the
-//     other, over memberlist's reliable (TCP) channel, only the entries of
-//     the buckets that differ. A node that restarts, or returns from a
-//     partition, catches up without anyone restarting and without whole
-//     tables being sent when a few entries differ.
+//     of hashes of (key, version, node, origin) of its entries and
+//     tombstones, sent as 32 bits folded with a per-digest salt. Each side
+//     then streams to the other, over memberlist's reliable (TCP) channel,
+//     only the entries of the buckets that differ. Tables that agree cost
+//     two digests a round and nothing else.
+//   - Healing: every membership change (a join, a rejoin after a
+//     partition, a restart) starts a digest exchange between the member
+//     that changed and every other member (each pair once), and a node that
+//     anti-entropy taught something offers its digests to all members
+//     shortly after, so what it learned reaches nodes that cannot (yet)
+//     reach its source. A table catching up through one member is left out
+//     of the digests it offers others meanwhile, so a node joining empty
+//     receives the table once, not once per member. Members seen failing
+//     are dialled again every few seconds.
+//   - Hostile input: changes are accepted only from current members (names
+//     never create state; per-member state comes from memberlist's events
+//     and is capped), digests are answered only to members at the address
+//     memberlist knows them by, versions more than max_clock_offset ahead
+//     of this node's clock are refused, batches and digests for a table of
+//     another key type or length are refused (logged once), and warnings
+//     about bad packets are rate-limited. Everything refused is counted
+//     (Stats).
 //
-// Merging is the table's job: Table.Apply installs a change only if its
-// version (hybrid logical clock, then node name) is higher, caps its TTL by
-// the local expiry and feeds the version to the table's clock, so the
-// order and repetition of deliveries does not matter.
+// Merging is the table's job: Table.Apply keeps, for each key, the
+// greatest write by the placement rule (sticktable.CompareWrites: the
+// earlier of two independent placements, an explicit change over what its
+// node had seen, the higher version among concurrent explicit changes),
+// caps its TTL by the local expiry and feeds the version to the table's
+// clock, so the order and repetition of deliveries does not matter.
 package peers

@@ -13,9 +13,11 @@ import (
 
 	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 const (
@@ -47,16 +49,38 @@ const (
 	// got no transfer against a member again; long enough for the first
 	// exchange of a typical table to have finished.
 	followUpDelay = 2 * time.Second
+	// defaultReconnect is how often members seen failing are dialled
+	// again: after a partition heals, membership comes back within
+	// about this long.
+	defaultReconnect = 2 * time.Second
+	// exchangeDelay lets a membership change settle (memberlist's own
+	// join push/pull, the other member's view) before the digest
+	// exchange it triggers; spreadDelay gathers the anti-entropy
+	// transfers of one heal into one round of digests to the others.
+	exchangeDelay = 500 * time.Millisecond
+	spreadDelay   = 300 * time.Millisecond
+	// catchUpQuiet is how long after the last anti-entropy batch a table
+	// counts as catching up (see attachment.catchingUp).
+	catchUpQuiet = 500 * time.Millisecond
+	// maxPeers caps the per-member state this node keeps; members are
+	// only added by memberlist's membership events, never by messages.
+	maxPeers = 4096
+	// warnEvery is the interval of rate-limited warnings.
+	warnEvery = 10 * time.Second
 )
 
 // options are knobs for tests and benchmarks, not user configuration.
 type options struct {
-	pushPull    time.Duration                   // anti-entropy period; 0: defaultPushPull
-	flush       time.Duration                   // batching delay; 0: defaultFlush
-	probe       time.Duration                   // memberlist probe interval; 0: its default
-	reclaim     time.Duration                   // memberlist DeadNodeReclaimTime; 0: 30s
-	onApply     func(string, sticktable.Change) // called after each change applied here
-	joinBackoff time.Duration                   // first join retry delay; 0: 500ms
+	pushPull    time.Duration                                   // anti-entropy period; 0: defaultPushPull
+	flush       time.Duration                                   // batching delay; 0: defaultFlush
+	probe       time.Duration                                   // memberlist probe interval; 0: its default
+	reclaim     time.Duration                                   // memberlist DeadNodeReclaimTime; 0: 30s
+	onApply     func(string, sticktable.Change)                 // called after each change applied here
+	joinBackoff time.Duration                                   // first join retry delay; 0: 500ms
+	reconnect   time.Duration                                   // dial failed members this often; 0: defaultReconnect
+	now         func() time.Time                                // this node's clock for version bounds; nil: time.Now
+	wrap        func(memberlist.Transport) memberlist.Transport // fault injection around the transport
+	idle        bool                                            // do not join until Join (NewIdleGroup)
 }
 
 // Group is one peer group: a memberlist member plus the tables replicated
@@ -64,7 +88,8 @@ type options struct {
 // reloads (the app keeps it in a pool); tables are attached and detached
 // as configs come and go.
 type Group struct {
-	cfg Config
+	cfg      Config
+	joinOnce sync.Once
 	// keyring is memberlist's, kept so secrets rotate without a restart
 	keyring *memberlist.Keyring
 	log     *zap.Logger
@@ -88,6 +113,15 @@ type Group struct {
 	closeOnce sync.Once
 	syncSem   chan struct{}
 
+	// warned holds "table\x00reason" of one-time warnings already logged.
+	warned sync.Map
+	// maxOffset is cfg.MaxClockOffset, which a reload may change.
+	maxOffset atomic.Int64
+	// badWarn rate-limits warnings about refused changes (non-members,
+	// clocks too far ahead); badDebug the debug lines about undecodable
+	// messages.
+	badWarn, badDebug rateLimited
+
 	st counters
 }
 
@@ -99,13 +133,18 @@ type counters struct {
 	dropped, decodeErrors, applyErrors       atomic.Uint64
 	unknownTables, refreshSuppressed         atomic.Uint64
 	sendErrors, joins, leaves                atomic.Uint64
+	clockRefused, shapeRefused, nonMembers   atomic.Uint64
 }
 
 // peerState is what this node knows about another member.
 type peerState struct {
 	name  string
-	addr  string    // under Group.mu
-	state string    // under Group.mu
+	addr  string // under Group.mu
+	state string // under Group.mu
+	// node is our own copy of memberlist's node (which memberlist
+	// rewrites in place, under its lock, when a member comes back), to
+	// send to; replaced, never modified, under Group.mu.
+	node  *memberlist.Node
 	since time.Time // when state last changed, under Group.mu
 
 	lastContact              atomic.Int64 // unix nanoseconds
@@ -172,6 +211,16 @@ type Stats struct {
 	SendErrors uint64
 	// Joins and Leaves count membership events seen.
 	Joins, Leaves uint64
+	// ClockRefused counts changes and clear marks refused because their
+	// version was more than max_clock_offset ahead of this node's clock.
+	ClockRefused uint64
+	// ShapeRefused counts batches and digest tables refused because the
+	// sender's table has another key type or length.
+	ShapeRefused uint64
+	// NonMembers counts messages refused because their sender is not a
+	// current member (or a digest named another address than the
+	// member's).
+	NonMembers uint64
 }
 
 // NewGroup starts a member: it binds the sockets, and if cfg.Join is set,
@@ -203,7 +252,7 @@ func newGroup(cfg Config, logger *zap.Logger, o options) (*Group, error) {
 		return nil, fmt.Errorf("peers: bind %q: %v", cfg.Bind, err)
 	}
 	logger = logger.With(zap.String("node", cfg.Name))
-	stdlog := log.New(zapWriter{logger.Named("memberlist")}, "", 0)
+	stdlog := log.New(&zapWriter{l: logger.Named("memberlist")}, "", 0)
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{host}, BindPort: port, Logger: stdlog,
 	})
@@ -211,6 +260,15 @@ func newGroup(cfg Config, logger *zap.Logger, o options) (*Group, error) {
 		return nil, fmt.Errorf("peers: bind %q: %v", cfg.Bind, err)
 	}
 	tr := newTransport(nt)
+	var mlTransport memberlist.NodeAwareTransport = tr
+	if o.wrap != nil {
+		w, ok := o.wrap(tr).(memberlist.NodeAwareTransport)
+		if !ok {
+			tr.Shutdown()
+			return nil, fmt.Errorf("peers: wrapped transport is not node aware")
+		}
+		mlTransport = w
+	}
 
 	g := &Group{
 		cfg:     cfg,
@@ -226,7 +284,7 @@ func newGroup(cfg Config, logger *zap.Logger, o options) (*Group, error) {
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
-	mc.Transport = tr
+	mc.Transport = mlTransport
 	mc.BindAddr, mc.BindPort = host, port
 	if cfg.Advertise != "" {
 		ah, ap, err := splitHostPort(cfg.Advertise)
@@ -278,15 +336,40 @@ func newGroup(cfg Config, logger *zap.Logger, o options) (*Group, error) {
 	}
 	g.ml = ml
 	g.addr = ml.LocalNode().Address()
+	g.maxOffset.Store(int64(cfg.MaxClockOffset))
 	g.wg.Add(1)
 	go g.flushLoop()
-	if len(cfg.Join) > 0 {
-		g.wg.Add(1)
-		go g.joinLoop()
+	if !o.idle {
+		g.Join()
 	}
-	g.wg.Add(1)
-	go g.reconnectLoop(mc.PushPullInterval)
 	return g, nil
+}
+
+// NewIdleGroup is NewGroup without joining: the group holds its sockets
+// and answers whoever contacts it, but contacts nobody until Join. A config
+// that may still be abandoned opens its sockets this way, so that a port in
+// use fails it, and joins only once it runs: the cluster never sees a node
+// of a config that did not run.
+func NewIdleGroup(cfg Config, logger *zap.Logger) (*Group, error) {
+	return newGroup(cfg, logger, options{idle: true})
+}
+
+// Join starts contacting the members in the Join list (retrying in the
+// background until one answers) and redialling failed members. It does
+// something only the first time.
+func (g *Group) Join() {
+	g.joinOnce.Do(func() {
+		if len(g.cfg.Join) > 0 {
+			g.wg.Add(1)
+			go g.joinLoop()
+		}
+		g.wg.Add(1)
+		reconnect := defaultReconnect
+		if g.opts.reconnect > 0 {
+			reconnect = g.opts.reconnect
+		}
+		go g.reconnectLoop(reconnect)
+	})
 }
 
 // resolveIP returns host if it is an IP address, else its first address.
@@ -345,8 +428,8 @@ func (g *Group) joinLoop() {
 // reconnectLoop periodically re-joins members this node saw fail. After
 // a partition each side has declared the other dead, and memberlist
 // never contacts dead members again on its own: without this the halves
-// would stay apart until a restart. A join is also a push/pull, so the
-// digest exchange that repairs the tables follows on its own.
+// would stay apart until a restart. The membership events of the rejoin
+// then start digest exchanges between every pair (see NotifyJoin).
 func (g *Group) reconnectLoop(every time.Duration) {
 	defer g.wg.Done()
 	tick := time.NewTicker(every)
@@ -447,6 +530,15 @@ func (g *Group) SetSecrets(secrets []string) error {
 	g.cfg.Secrets = append([]string(nil), secrets...)
 	g.mu.Unlock()
 	return nil
+}
+
+// SetMaxClockOffset changes max_clock_offset in place, for a config reload
+// (0 means the default).
+func (g *Group) SetMaxClockOffset(d caddy.Duration) {
+	if d <= 0 {
+		d = caddy.Duration(DefaultMaxClockOffset)
+	}
+	g.maxOffset.Store(int64(d))
 }
 
 // Attach replicates t through the group under tableName, which must be
@@ -559,29 +651,47 @@ func (g *Group) attachments() []*attachment {
 	return out
 }
 
-// peer returns the state of a member, creating it on first sight.
-func (g *Group) peer(name string) *peerState {
+// member returns the state of a current (alive) member, or nil: messages
+// are accepted only from members, and never create state, so a peer
+// holding the secret cannot grow this node's memory by inventing names.
+func (g *Group) member(name string) *peerState {
 	g.mu.RLock()
 	p := g.peers[name]
+	alive := p != nil && p.state == "alive"
 	g.mu.RUnlock()
+	if !alive {
+		return nil
+	}
+	return p
+}
+
+// known returns the state of a member this node has heard of, or nil.
+func (g *Group) known(name string) *peerState {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.peers[name]
+}
+
+// peerLocked returns the state of a member memberlist reported, creating
+// it; at the cap, departed members are forgotten first, and a member that
+// still does not fit is not tracked (nil).
+func (g *Group) peerLocked(name string) *peerState {
+	p := g.peers[name]
 	if p != nil {
 		return p
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if p = g.peers[name]; p == nil {
-		p = &peerState{name: name, state: "alive", since: time.Now()}
-		// Forget departed members rather than grow without bound under
-		// churn of node names (containers).
-		if len(g.peers) >= 4096 {
-			for n, q := range g.peers {
-				if q.state == "dead" || q.state == "left" {
-					delete(g.peers, n)
-				}
+	if len(g.peers) >= maxPeers {
+		for n, q := range g.peers {
+			if q.state == "dead" || q.state == "left" {
+				delete(g.peers, n)
 			}
 		}
-		g.peers[name] = p
+		if len(g.peers) >= maxPeers {
+			return nil
+		}
 	}
+	p = &peerState{name: name, state: "alive", since: time.Now()}
+	g.peers[name] = p
 	return p
 }
 
@@ -622,16 +732,19 @@ func (g *Group) Stats() Stats {
 		Dropped: s.dropped.Load(), DecodeErrors: s.decodeErrors.Load(), ApplyErrors: s.applyErrors.Load(),
 		UnknownTables: s.unknownTables.Load(), RefreshesSuppressed: s.refreshSuppressed.Load(),
 		SendErrors: s.sendErrors.Load(), Joins: s.joins.Load(), Leaves: s.leaves.Load(),
+		ClockRefused: s.clockRefused.Load(), ShapeRefused: s.shapeRefused.Load(), NonMembers: s.nonMembers.Load(),
 	}
 }
 
-// targets lists the other live members.
+// targets lists the other live members, from the membership events
+// (memberlist's own Members are views of nodes it rewrites concurrently).
 func (g *Group) targets() []*memberlist.Node {
-	all := g.ml.Members()
-	out := all[:0]
-	for _, n := range all {
-		if n.Name != g.cfg.Name {
-			out = append(out, n)
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]*memberlist.Node, 0, len(g.peers))
+	for name, p := range g.peers {
+		if name != g.cfg.Name && p.state == "alive" && p.node != nil {
+			out = append(out, p.node)
 		}
 	}
 	return out
@@ -718,9 +831,10 @@ func (g *Group) sendTo(t *memberlist.Node, msg []byte, n int, reliable bool) boo
 	g.st.msgsSent.Add(1)
 	g.st.bytesSent.Add(uint64(len(msg)))
 	g.st.updatesSent.Add(uint64(n))
-	p := g.peer(t.Name)
-	p.bytesSent.Add(uint64(len(msg)))
-	p.updatesSent.Add(uint64(n))
+	if p := g.known(t.Name); p != nil {
+		p.bytesSent.Add(uint64(len(msg)))
+		p.updatesSent.Add(uint64(n))
+	}
 	return true
 }
 
@@ -739,7 +853,17 @@ func (g *Group) handleMessage(msg []byte) {
 			g.refuse("leave", err)
 			return
 		}
-		g.peer(name).leaving.Store(true)
+		// Only a member this node knows of (no state for invented
+		// names); one already declared failed is relabelled, as the
+		// leave may arrive after memberlist gave up on it.
+		if p := g.known(name); p != nil {
+			p.leaving.Store(true)
+			g.mu.Lock()
+			if p.state == "dead" {
+				p.state, p.since = "left", time.Now()
+			}
+			g.mu.Unlock()
+		}
 	case msgDigest:
 		d, err := decodeDigest(msg)
 		if err != nil {
@@ -754,7 +878,40 @@ func (g *Group) handleMessage(msg []byte) {
 
 func (g *Group) refuse(what string, err error) {
 	g.st.decodeErrors.Add(1)
-	g.log.Debug("refused bad "+what, zap.Error(err))
+	g.badDebug.logAt(g.log, zapcore.DebugLevel, "refused bad peer message", zap.String("what", what), zap.Error(err))
+}
+
+// warnOnce logs a warning the first time reason occurs for table.
+func (g *Group) warnOnce(table, reason string, fields ...zap.Field) {
+	if _, seen := g.warned.LoadOrStore(table+"\x00"+reason, true); !seen {
+		g.log.Warn(reason, append(fields, zap.String("table", table))...)
+	}
+}
+
+// now is this node's clock.
+func (g *Group) now() time.Time {
+	if g.opts.now != nil {
+		return g.opts.now()
+	}
+	return time.Now()
+}
+
+// versionLimit is the greatest version accepted from a peer now: more
+// than max_clock_offset ahead of this node's clock, a version would drag
+// every clock of the group forward (and win every comparison it enters).
+func (g *Group) versionLimit(now time.Time) uint64 {
+	off := time.Duration(g.maxOffset.Load())
+	if off == 0 {
+		off = time.Duration(g.cfg.MaxClockOffset) // groups built by hand in tests
+	}
+	ms := now.Add(off).UnixMilli()
+	if ms <= 0 {
+		return 0
+	}
+	if uint64(ms) >= 1<<(64-sticktable.LogicalBits) {
+		return ^uint64(0)
+	}
+	return uint64(ms)<<sticktable.LogicalBits | (1<<sticktable.LogicalBits - 1)
 }
 
 func (g *Group) handleBatch(msg []byte) {
@@ -763,11 +920,18 @@ func (g *Group) handleBatch(msg []byte) {
 		g.refuse("batch", err)
 		return
 	}
-	now := time.Now()
+	p := g.member(b.sender())
+	if p == nil {
+		g.st.nonMembers.Add(1)
+		g.badWarn.log(g.log, "refused changes from a node that is not a member", zap.String("sender", b.sender()))
+		return
+	}
+	received := time.Now()
+	now := g.now()
+	limit := g.versionLimit(now)
 	g.st.msgsRecv.Add(1)
 	g.st.bytesRecv.Add(uint64(len(msg)))
 	g.st.updatesRecv.Add(uint64(len(b.changes)))
-	p := g.peer(b.sender())
 	p.lastContact.Store(now.UnixNano())
 	p.bytesRecv.Add(uint64(len(msg)))
 	p.updatesRecv.Add(uint64(len(b.changes)))
@@ -776,14 +940,32 @@ func (g *Group) handleBatch(msg []byte) {
 		g.st.unknownTables.Add(uint64(len(b.changes)))
 		return
 	}
+	if b.shape != a.shape {
+		g.st.shapeRefused.Add(1)
+		g.warnOnce(b.table, "refused changes for a table of another key type or length (every node must configure the table alike)",
+			zap.String("peer", b.sender()), zap.Stringer("theirs", b.shape), zap.Stringer("ours", a.shape))
+		return
+	}
 	if b.flags&flagSync != 0 {
 		a.synced.Store(true)
+		a.lastSyncRecv.Store(time.Now().UnixNano())
 	}
 	var lag time.Duration
 	lagged := false
+	applied := 0
 	for i := range b.changes {
 		r := &b.changes[i]
-		c := sticktable.Change{Op: r.op, Version: r.version, Node: b.names[r.node], TTL: r.ttl}
+		if r.version > limit {
+			g.st.clockRefused.Add(1)
+			g.badWarn.log(g.log, "refused a change versioned beyond max_clock_offset ahead of this node's clock",
+				zap.String("peer", b.sender()), zap.Time("version_time", sticktable.VersionTime(r.version)))
+			continue
+		}
+		c := sticktable.Change{Op: r.op, Version: r.version, Node: b.names[r.node], Origin: r.origin, TTL: r.ttl}
+		if c.TTL > 0 {
+			// what is left now (a tombstone's 0 means "full retention")
+			c.TTL = max(c.TTL-b.age-time.Since(received), 1)
+		}
 		if r.server >= 0 {
 			c.Server = b.names[r.server]
 		}
@@ -801,6 +983,7 @@ func (g *Group) handleBatch(msg []byte) {
 			continue
 		}
 		if ok {
+			applied++
 			a.generation.Add(1)
 			g.st.updatesApplied.Add(1)
 			if g.opts.onApply != nil {
@@ -813,6 +996,11 @@ func (g *Group) handleBatch(msg []byte) {
 			lag = max(lag, now.Sub(sticktable.VersionTime(r.version)))
 			lagged = true
 		}
+	}
+	if applied > 0 && b.flags&flagSync != 0 {
+		// What anti-entropy taught this node, the others may lack too
+		// (they may not be talking to the node it came from yet).
+		g.spread(a)
 	}
 	if lagged {
 		lag = max(lag, 0)
@@ -843,6 +1031,9 @@ func (d *delegate) LocalState(bool) []byte {
 	g := (*Group)(d)
 	dg := digest{sender: g.cfg.Name, addr: g.addr}
 	for _, a := range g.attachments() {
+		if a.catchingUp() {
+			continue
+		}
 		dg.tables = append(dg.tables, a.digest(0))
 		a.exchanged.Store(true)
 	}
@@ -865,10 +1056,27 @@ type events Group
 func (e *events) NotifyJoin(n *memberlist.Node) {
 	g := (*Group)(e)
 	g.st.joins.Add(1)
-	g.peer(n.Name).leaving.Store(false)
 	g.setPeer(n, "alive")
-	if n.Name != g.cfg.Name {
-		g.log.Info("peer joined", zap.String("peer", n.Name), zap.String("addr", n.Address()))
+	if n.Name == g.cfg.Name {
+		return
+	}
+	if p := g.known(n.Name); p != nil {
+		p.leaving.Store(false)
+	}
+	g.log.Info("peer joined", zap.String("peer", n.Name), zap.String("addr", n.Address()))
+	// A join, a rejoin after a partition or a restart: this pair may
+	// differ, whichever node the join went through. The member with the
+	// smaller name asks (both see the event), so each pair exchanges once.
+	if g.cfg.Name < n.Name {
+		name := n.Name
+		g.spawn(func() {
+			select {
+			case <-g.stop:
+				return
+			case <-time.After(exchangeDelay):
+			}
+			g.exchangeWith(name, g.attachments())
+		})
 	}
 }
 
@@ -878,7 +1086,7 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	// memberlist knows a graceful leave from a failure but does not say
 	// which in this callback; the departing node's msgLeave does.
 	state := "dead"
-	if n.State == memberlist.StateLeft || g.peer(n.Name).leaving.Swap(false) {
+	if p := g.known(n.Name); n.State == memberlist.StateLeft || (p != nil && p.leaving.Swap(false)) {
 		state = "left"
 	}
 	g.setPeer(n, state)
@@ -890,31 +1098,70 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 }
 
 func (g *Group) setPeer(n *memberlist.Node, state string) {
-	p := g.peer(n.Name)
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.peerLocked(n.Name)
+	if p == nil {
+		return
+	}
 	p.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	p.node = &memberlist.Node{Name: n.Name, Addr: append(net.IP(nil), n.Addr...), Port: n.Port, State: n.State}
 	if p.state != state {
 		p.state, p.since = state, time.Now()
 	}
-	g.mu.Unlock()
 }
 
 // zapWriter routes memberlist's log lines to zap: errors and warnings
 // (a peer unreachable, a packet that failed to decrypt) at warn and info,
-// the rest at debug.
-type zapWriter struct{ l *zap.Logger }
+// the rest at debug. Warnings are rate-limited: junk sent to the peer port
+// makes memberlist log one line per packet.
+type zapWriter struct {
+	l          *zap.Logger
+	warn, info rateLimited
+}
 
-func (w zapWriter) Write(p []byte) (int, error) {
+func (w *zapWriter) Write(p []byte) (int, error) {
 	s := strings.TrimSpace(string(p))
 	switch {
 	case strings.Contains(s, "[ERR]"):
-		w.l.Warn(s)
+		w.warn.logAt(w.l, zapcore.WarnLevel, s)
 	case strings.Contains(s, "[WARN]"):
-		w.l.Info(s)
+		w.info.logAt(w.l, zapcore.InfoLevel, s)
 	default:
 		w.l.Debug(s)
 	}
 	return len(p), nil
+}
+
+// rateLimited logs at most one line per warnEvery; the next line that is
+// logged says how many were suppressed in between.
+type rateLimited struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLimited) log(l *zap.Logger, msg string, fields ...zap.Field) {
+	r.logAt(l, zapcore.WarnLevel, msg, fields...)
+}
+
+func (r *rateLimited) logAt(l *zap.Logger, lvl zapcore.Level, msg string, fields ...zap.Field) {
+	now := time.Now()
+	r.mu.Lock()
+	if !r.last.IsZero() && now.Sub(r.last) < warnEvery {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	r.mu.Unlock()
+	if ce := l.Check(lvl, msg); ce != nil {
+		if n > 0 {
+			fields = append(fields, zap.Int("suppressed_since_last", n))
+		}
+		ce.Write(fields...)
+	}
 }
 
 // entryHash is an entry's contribution to its bucket's sum. Summing
@@ -922,7 +1169,7 @@ func (w zapWriter) Write(p []byte) (int, error) {
 // version and the node makes two tables' sums equal only when they hold
 // the same writes.
 func entryHash(keyHash uint64, c *sticktable.Change) uint64 {
-	h := keyHash ^ hashmix.Fmix64(c.Version^xxhash.Sum64String(c.Node))
+	h := keyHash ^ hashmix.Fmix64(c.Version^xxhash.Sum64String(c.Node)^uint64(c.Origin)<<1)
 	if c.Op == sticktable.OpDelete {
 		h ^= 0x9e3779b97f4a7c15
 	}

@@ -2,8 +2,6 @@ package peers
 
 import (
 	"math/rand/v2"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/caddy-sticky/sticky/sticktable"
@@ -37,18 +35,86 @@ func (g *Group) requestDigests(a *attachment) {
 	a.exchanged.Store(true)
 }
 
+// exchangeWith sends the named member our digests of tables (flagReply),
+// so each side then sends the other what it lacks. Membership changes
+// call it for every pair of members.
+func (g *Group) exchangeWith(name string, tables []*attachment) {
+	if len(tables) == 0 {
+		return
+	}
+	var target *memberlist.Node
+	for _, n := range g.targets() {
+		if n.Name == name {
+			target = n
+		}
+	}
+	if target == nil {
+		return
+	}
+	d := digest{flags: flagReply, sender: g.cfg.Name, addr: g.addr}
+	for _, a := range tables {
+		if a.catchingUp() {
+			continue
+		}
+		d.tables = append(d.tables, a.recentDigest(0, time.Second))
+		a.exchanged.Store(true)
+	}
+	if len(d.tables) == 0 {
+		return
+	}
+	if err := g.ml.SendReliable(target, d.encode(nil)); err != nil {
+		g.st.sendErrors.Add(1)
+		g.log.Debug("digest exchange failed", zap.String("to", name), zap.Error(err))
+	}
+}
+
+// spread runs, shortly after anti-entropy changed table a here, one digest
+// exchange with every other member: a node that heals a partition through
+// one member passes what it learned on, instead of leaving the others to
+// the next periodic round. Transfers that arrive meanwhile join the same
+// round. It stops by itself: an exchange that changes nothing spreads
+// nothing.
+func (g *Group) spread(a *attachment) {
+	if !a.spreading.CompareAndSwap(false, true) {
+		return
+	}
+	g.spawn(func() {
+		for first := true; first || a.catchingUp(); first = false {
+			select {
+			case <-g.stop:
+				a.spreading.Store(false)
+				return
+			case <-time.After(spreadDelay):
+			}
+		}
+		a.spreading.Store(false)
+		for _, n := range g.targets() {
+			g.exchangeWith(n.Name, []*attachment{a})
+		}
+	})
+}
+
 // handleDigest compares a member's digest with ours and sends it the
 // entries of every bucket that differs, and answers with our digest if
 // asked (flagReply), so the asker can send us what we lack.
-func (g *Group) handleDigest(d *digest) {
+func (g *Group) handleDigest(d *digest) { g.handleDigestWith(d, g.startSync) }
+
+// handleDigestWith is handleDigest with the transfer starter given, for
+// tests.
+func (g *Group) handleDigestWith(d *digest, startSync func(*memberlist.Node, *attachment, []bool, uint8, bool)) {
 	if d.sender == g.cfg.Name {
 		return
 	}
 	target := g.resolve(d.sender, d.addr)
 	if target == nil {
-		g.refuse("digest", nil)
+		// Entries go only to members, at the address memberlist knows
+		// them by: a digest cannot have a table streamed elsewhere.
+		g.st.nonMembers.Add(1)
+		g.badWarn.log(g.log, "refused a digest from a node that is not a member at that address",
+			zap.String("sender", d.sender), zap.String("addr", d.addr))
 		return
 	}
+	limit := g.versionLimit(g.now())
 	var reply digest
 	if d.flags&flagReply != 0 {
 		reply = digest{sender: g.cfg.Name, addr: g.addr}
@@ -59,7 +125,19 @@ func (g *Group) handleDigest(d *digest) {
 		if a == nil {
 			continue
 		}
-		if d.flags&flagReply != 0 {
+		if rd.shape != a.shape {
+			g.st.shapeRefused.Add(1)
+			g.warnOnce(rd.name, "refused a digest for a table of another key type or length (every node must configure the table alike)",
+				zap.String("peer", d.sender), zap.Stringer("theirs", rd.shape), zap.Stringer("ours", a.shape))
+			continue
+		}
+		if rd.markVersion > limit {
+			// A clear mark from too far ahead is ignored, not compared: we
+			// would answer it with our own mark, which it outranks.
+			g.st.clockRefused.Add(1)
+			rd.markVersion, rd.markNode = 0, ""
+		}
+		if d.flags&flagReply != 0 && !a.catchingUp() {
 			reply.tables = append(reply.tables, a.recentDigest(0, time.Second))
 		}
 		// Compare at the sender's bucket count, whatever ours would be
@@ -68,7 +146,7 @@ func (g *Group) handleDigest(d *digest) {
 		diff := make([]bool, len(ld.buckets))
 		n := 0
 		for j := range ld.buckets {
-			if ld.buckets[j] != rd.buckets[j] {
+			if ld.bucketDiffers(j, rd) {
 				diff[j] = true
 				n++
 			}
@@ -76,7 +154,7 @@ func (g *Group) handleDigest(d *digest) {
 		mark := ld.markVersion != 0 &&
 			sticktable.CompareVersions(ld.markVersion, ld.markNode, rd.markVersion, rd.markNode) > 0
 		if n > 0 || mark {
-			g.startSync(target, a, diff, rd.bits, mark)
+			startSync(target, a, diff, rd.bits, mark)
 		}
 	}
 	if d.flags&flagReply != 0 && len(reply.tables) > 0 {
@@ -87,24 +165,16 @@ func (g *Group) handleDigest(d *digest) {
 	}
 }
 
-// resolve finds a member by name, falling back to the address it
-// advertised in its digest (a joining node may not be in our list yet).
+// resolve finds a current member by name, and only if addr is the address
+// memberlist knows it by (its advertised address).
 func (g *Group) resolve(name, addr string) *memberlist.Node {
-	for _, n := range g.ml.Members() {
-		if n.Name == name {
-			return n
-		}
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	p := g.peers[name]
+	if p == nil || p.state != "alive" || p.addr != addr || p.node == nil {
 		return nil
 	}
-	ip := net.ParseIP(host)
-	p, err := strconv.ParseUint(port, 10, 16)
-	if ip == nil || err != nil {
-		return nil
-	}
-	return &memberlist.Node{Name: name, Addr: ip, Port: uint16(p)}
+	return p.node
 }
 
 // startSync streams the entries of the differing buckets to target in
@@ -140,7 +210,7 @@ func (g *Group) startSync(target *memberlist.Node, a *attachment, diff []bool, b
 }
 
 func (g *Group) sendBuckets(target *memberlist.Node, a *attachment, diff []bool, bits uint8, mark bool) {
-	enc := newBatchEncoder(a.name, g.cfg.Name, a.enc.fixed, flagSync, syncLimit)
+	enc := newBatchEncoder(a.name, g.cfg.Name, a.shape, flagSync, syncLimit)
 	var buf, kb []byte
 	total := 0
 	ok := true

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
+	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -16,20 +18,34 @@ import (
 //
 // Batch (msgBatch), one table's changes:
 //
-//	u8 type=1, u8 flags (flagSync: sent by anti-entropy, not live)
-//	str table, varint fixedKeyLen (0: keys are length-prefixed)
+//	u8 type=4, u8 flags (flagSync: sent by anti-entropy, not live)
+//	str table, u8 keyType, varint keyLen (the table's shape: a receiver
+//	                               whose table differs refuses the batch;
+//	                               ip, ipv6 and integer keys have fixed
+//	                               sizes, the others are length-prefixed)
 //	varint nNames, nNames × str   (dictionary of node and server names;
 //	                               names[0] is the sender)
-//	varint baseVersion, varint count, count × entry
+//	varint baseVersion, varint ageMs, varint count, count × entry
+//
+// ageMs is how long the batch took to build, from its first change to
+// its encoding: TTLs are remaining life when each change was taken, and
+// the receiver deducts the age (a duration on the sender's own clock, so
+// clock offsets do not matter), as it deducts its own time spent applying
+// earlier changes of the batch. Without that, a node's estimate of a
+// peer's entry was systematically fresher than the peer's own, and full
+// tables, which evict by that estimate, never agreed on what to keep.
 //
 // entry:
 //
 //	u8 op
-//	key      (not for clear): fixedKeyLen bytes, or varint len + bytes
+//	key      (not for clear): fixed-size bytes, or varint len + bytes
 //	server   (store, refresh, pin): varint index into names
 //	node     varint index into names
 //	version  zigzag varint, difference from baseVersion
 //	ttl      (not for clear): varint milliseconds remaining
+//	origin   (store, refresh, pin): varint, Change.Origin + 1 modulo 2^32
+//	         (placement or explicit change), so the common first
+//	         placement (OriginFirst) and explicit change take one byte
 //
 // With ip or integer keys an update costs 13 to 20 bytes; the dictionary
 // makes server and node names one byte each however long they are.
@@ -39,16 +55,28 @@ import (
 //
 // Digest (msgDigest), carried by push/pull and by direct requests:
 //
-//	u8 type=2, u8 flags (flagReply: answer with your own digest)
+//	u8 type=5, u8 flags (flagReply: answer with your own digest)
 //	str sender name, str sender address (host:port)
-//	varint nTables, nTables × (str name, varint clearVersion,
-//	                           str clearNode, u8 bits,
-//	                           2^bits × u64 little-endian bucket sums)
+//	varint nTables, nTables × (str name, u8 keyType, varint keyLen,
+//	                           varint clearVersion, str clearNode, u8 bits,
+//	                           u64 salt (little endian),
+//	                           2^bits × u32 little-endian folded sums)
+//
+// A bucket's sum is 64 bits; the wire carries 32 bits of it mixed with a
+// salt the sender draws for each digest (foldSum), which halves the
+// digest, the whole cost of a round between tables that agree. Two
+// different sums look equal with probability 2^-32, and not again in the
+// next round, whose salt differs, so a collision delays a repair by one
+// round instead of hiding it for good.
+//
+// Types 1 and 2 were the batch and digest of the format before origins
+// and table shapes; they are refused as unknown, so a node never merges
+// by rules it does not share.
 
 // Message types, flags and the limits decoders enforce.
 const (
-	msgBatch  = 1
-	msgDigest = 2
+	msgBatch  = 4
+	msgDigest = 5
 	msgLeave  = 3 // u8 type, str node name: "I am leaving on purpose"
 
 	flagSync  = 1 // batch: anti-entropy repair, not a live change
@@ -59,16 +87,15 @@ const (
 	MinBucketBits = 4
 	MaxBucketBits = 12
 
-	maxNameLen   = 255                      // node and table names
-	maxServerLen = 1024                     // server identities in a batch dictionary
-	maxAddrLen   = 300                      // host:port in a digest
-	maxNames     = 4096                     // dictionary entries in one batch
-	maxKeyLen    = 65535                    // sticktable.MaxLen
-	maxFixedKey  = 16                       // ipv6
-	maxTables    = 1024                     // tables in one digest
-	minEntryLen  = 3                        // op, node, version: a clear, the smallest entry
-	minDigestLen = 3 + 1 + 8<<MinBucketBits // smallest table in a digest
-	maxBatchLen  = 1 << 20                  // 4 × syncLimit; a single change with the largest key fits
+	maxNameLen   = 255                          // node and table names
+	maxServerLen = 1024                         // server identities in a batch dictionary
+	maxAddrLen   = 300                          // host:port in a digest
+	maxNames     = 4096                         // dictionary entries in one batch
+	maxKeyLen    = 65535                        // sticktable.MaxLen
+	maxTables    = 1024                         // tables in one digest
+	minEntryLen  = 3                            // op, node, version: a clear, the smallest entry
+	minDigestLen = 5 + 1 + 8 + 4<<MinBucketBits // smallest table in a digest
+	maxBatchLen  = 1 << 20                      // 4 × syncLimit; a single change with the largest key fits
 )
 
 var errShort = errors.New("truncated message")
@@ -154,7 +181,7 @@ func (r *reader) str(max int, what string) string {
 func bucketOf(keyHash uint64, bits uint8) int { return int(keyHash >> (64 - bits)) }
 
 // bucketBitsFor picks the bucket count for a table of n entries. A
-// digest costs 8 bytes a bucket; a difference costs every entry of its
+// digest costs 4 bytes a bucket (8 when this was tuned); a difference costs every entry of its
 // bucket (~20 bytes each, n/buckets of them). For a handful of differing
 // keys the total is smallest near sqrt(12n) buckets (rounded down to a
 // power of two): 256 for ten thousand entries, 2048 (a 16 KiB digest) for
@@ -181,10 +208,44 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
+// tableShape is what two nodes' tables must share for their entries to
+// mean the same: the key type and, for string and binary keys, the length
+// keys are truncated to.
+type tableShape struct {
+	typ    sticktable.KeyType
+	keyLen int // 0 for the fixed-size types
+}
+
+func shapeOf(t *sticktable.Table) tableShape {
+	c := t.Config()
+	return tableShape{typ: c.Type, keyLen: c.Len}
+}
+
+// fixed is the key size of fixed-size key types, else 0.
+func (s tableShape) fixed() int {
+	switch s.typ {
+	case sticktable.KeyIP:
+		return 4
+	case sticktable.KeyIPv6:
+		return 16
+	case sticktable.KeyInteger:
+		return 8
+	}
+	return 0
+}
+
+func (s tableShape) String() string {
+	if s.keyLen != 0 {
+		return fmt.Sprintf("%s len %d", s.typ, s.keyLen)
+	}
+	return s.typ.String()
+}
+
 // batchEncoder builds batch messages of at most limit bytes for one table.
 type batchEncoder struct {
 	table  string
 	sender string
+	shape  tableShape
 	fixed  int // key length for fixed-size key types, else 0
 	flags  byte
 	limit  int
@@ -195,17 +256,21 @@ type batchEncoder struct {
 	base     uint64
 	count    int
 	body     []byte
+	first    time.Time // when the first change of the batch was added
 }
 
-func newBatchEncoder(table, sender string, fixed int, flags byte, limit int) *batchEncoder {
-	e := &batchEncoder{table: table, sender: sender, fixed: fixed, flags: flags, limit: limit, index: map[string]int{}}
+func newBatchEncoder(table, sender string, shape tableShape, flags byte, limit int) *batchEncoder {
+	e := &batchEncoder{table: table, sender: sender, shape: shape, fixed: shape.fixed(), flags: flags, limit: limit, index: map[string]int{}}
 	e.reset()
 	return e
 }
 
 // maxTTL bounds a TTL on the wire; longer ones are clamped when sent and
-// refused when received.
-const maxTTL = 100 * 365 * 24 * time.Hour
+// refused when received. maxAge bounds a batch's age (three bytes).
+const (
+	maxTTL = 100 * 365 * 24 * time.Hour
+	maxAge = (1<<21 - 1) * time.Millisecond
+)
 
 func (e *batchEncoder) reset() {
 	clear(e.index)
@@ -229,8 +294,8 @@ func (e *batchEncoder) name(s string) int {
 }
 
 func (e *batchEncoder) headerLen() int {
-	return 2 + uvarintLen(uint64(len(e.table))) + len(e.table) + uvarintLen(uint64(e.fixed)) +
-		uvarintLen(uint64(len(e.names))) + e.namesLen + uvarintLen(e.base) + uvarintLen(uint64(e.count))
+	return 3 + uvarintLen(uint64(len(e.table))) + len(e.table) + uvarintLen(uint64(e.shape.keyLen)) +
+		uvarintLen(uint64(len(e.names))) + e.namesLen + uvarintLen(e.base) + 3 + uvarintLen(uint64(e.count))
 }
 
 // add appends one change. It returns false, leaving the batch as it was,
@@ -244,6 +309,7 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 	}
 	if e.count == 0 {
 		e.base = c.Version
+		e.first = time.Now()
 	}
 	bodyMark, nNames, namesLen := len(e.body), len(e.names), e.namesLen
 	e.body = append(e.body, byte(c.Op))
@@ -275,6 +341,10 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 		// whole batch (a tombstone keeps twice the table's expire)
 		e.body = binary.AppendUvarint(e.body, uint64(min(max(c.TTL, 0), maxTTL)/time.Millisecond))
 	}
+	switch c.Op {
+	case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin:
+		e.body = binary.AppendUvarint(e.body, uint64(c.Origin+1))
+	}
 	e.count++
 	if e.count > 1 && e.headerLen()+len(e.body) > e.limit || len(e.names) > maxNames {
 		e.count--
@@ -292,12 +362,18 @@ func (e *batchEncoder) add(c *sticktable.Change) bool {
 func (e *batchEncoder) finish(dst []byte) []byte {
 	dst = append(dst, msgBatch, e.flags)
 	dst = appendStr(dst, e.table)
-	dst = binary.AppendUvarint(dst, uint64(e.fixed))
+	dst = append(dst, byte(e.shape.typ))
+	dst = binary.AppendUvarint(dst, uint64(e.shape.keyLen))
 	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
 	for _, s := range e.names {
 		dst = appendStr(dst, s)
 	}
 	dst = binary.AppendUvarint(dst, e.base)
+	age := time.Duration(0)
+	if e.count > 0 {
+		age = min(time.Since(e.first), maxAge)
+	}
+	dst = binary.AppendUvarint(dst, uint64(age/time.Millisecond))
 	dst = binary.AppendUvarint(dst, uint64(e.count))
 	dst = append(dst, e.body...)
 	e.reset()
@@ -312,15 +388,18 @@ type rawChange struct {
 	node    int
 	version uint64
 	ttl     time.Duration
+	origin  uint32
 }
 
 // batch is a decoded batch message.
 type batch struct {
 	flags   byte
 	table   string
+	shape   tableShape
 	fixed   int
 	names   []string
 	base    uint64
+	age     time.Duration
 	changes []rawChange
 }
 
@@ -338,11 +417,13 @@ func decodeBatch(msg []byte) (*batch, error) {
 	}
 	b := &batch{flags: r.byte()}
 	b.table = r.str(maxNameLen, "table name")
-	fixed := r.uvarint()
-	if fixed > maxFixedKey {
-		r.fail("fixed key length %d", fixed)
+	b.shape.typ = sticktable.KeyType(r.byte())
+	keyLen := r.uvarint()
+	if r.err == nil && (b.shape.typ > sticktable.KeyBinary || keyLen > maxKeyLen || (keyLen != 0) != b.shape.typ.HasLen()) {
+		r.fail("bad table shape %d/%d", b.shape.typ, keyLen)
 	}
-	b.fixed = int(fixed)
+	b.shape.keyLen = int(keyLen)
+	b.fixed = b.shape.fixed()
 	n := r.uvarint()
 	if r.err == nil && (n == 0 || n > maxNames || n > uint64(len(r.b))) {
 		r.fail("bad dictionary size %d", n)
@@ -355,6 +436,11 @@ func decodeBatch(msg []byte) (*batch, error) {
 		b.names = append(b.names, r.str(maxServerLen, "name"))
 	}
 	b.base = r.uvarint()
+	if age := r.uvarint(); age > uint64(maxAge/time.Millisecond) {
+		r.fail("batch age %d ms", age)
+	} else {
+		b.age = time.Duration(age) * time.Millisecond
+	}
 	count := r.uvarint()
 	if r.err == nil && (count == 0 || count > uint64(len(r.b)/minEntryLen)) {
 		r.fail("bad entry count %d for %d bytes", count, len(r.b))
@@ -403,6 +489,14 @@ func decodeBatch(msg []byte) (*batch, error) {
 			}
 			c.ttl = time.Duration(ms) * time.Millisecond
 		}
+		switch c.op {
+		case sticktable.OpStore, sticktable.OpRefresh, sticktable.OpPin:
+			o := r.uvarint()
+			if o > uint64(sticktable.OriginFirst) {
+				r.fail("origin out of range")
+			}
+			c.origin = uint32(o) - 1
+		}
 		if r.err != nil {
 			return nil, r.err
 		}
@@ -420,10 +514,22 @@ func (b *batch) sender() string { return b.names[0] }
 // sums of its entries and tombstones.
 type tableDigest struct {
 	name        string
+	shape       tableShape
 	markVersion uint64
 	markNode    string
 	bits        uint8
-	buckets     []uint64 // 1 << bits
+	buckets     []uint64 // 1 << bits; sums, or folded sums when folded
+	// folded marks a decoded digest, whose buckets are foldSum(sum, salt)
+	folded bool
+	salt   uint64
+}
+
+// foldSum mixes a bucket sum with a salt down to the 32 bits that travel.
+func foldSum(sum, salt uint64) uint64 { return uint64(uint32(hashmix.Fmix64(sum ^ salt))) }
+
+// bucketDiffers compares our bucket j (a sum) with theirs (folded).
+func (t *tableDigest) bucketDiffers(j int, theirs *tableDigest) bool {
+	return foldSum(t.buckets[j], theirs.salt) != theirs.buckets[j]
 }
 
 // digest is a decoded digest message.
@@ -442,11 +548,21 @@ func (d *digest) encode(dst []byte) []byte {
 	for i := range d.tables {
 		t := &d.tables[i]
 		dst = appendStr(dst, t.name)
+		dst = append(dst, byte(t.shape.typ))
+		dst = binary.AppendUvarint(dst, uint64(t.shape.keyLen))
 		dst = binary.AppendUvarint(dst, t.markVersion)
 		dst = appendStr(dst, t.markNode)
 		dst = append(dst, t.bits)
+		salt := t.salt
+		if !t.folded {
+			salt = rand.Uint64()
+		}
+		dst = binary.LittleEndian.AppendUint64(dst, salt)
 		for _, s := range t.buckets {
-			dst = binary.LittleEndian.AppendUint64(dst, s)
+			if !t.folded {
+				s = foldSum(s, salt)
+			}
+			dst = binary.LittleEndian.AppendUint32(dst, uint32(s))
 		}
 	}
 	return dst
@@ -471,19 +587,27 @@ func decodeDigest(msg []byte) (*digest, error) {
 	for i := range d.tables {
 		t := &d.tables[i]
 		t.name = r.str(maxNameLen, "table name")
+		t.shape.typ = sticktable.KeyType(r.byte())
+		keyLen := r.uvarint()
+		if r.err == nil && (t.shape.typ > sticktable.KeyBinary || keyLen > maxKeyLen || (keyLen != 0) != t.shape.typ.HasLen()) {
+			r.fail("bad table shape %d/%d", t.shape.typ, keyLen)
+		}
+		t.shape.keyLen = int(keyLen)
 		t.markVersion = r.uvarint()
 		t.markNode = r.str(maxServerLen, "node")
 		t.bits = r.byte()
 		if r.err == nil && (t.bits < MinBucketBits || t.bits > MaxBucketBits) {
 			r.fail("bad bucket bits %d", t.bits)
 		}
-		raw := r.bytes(8 << t.bits)
+		salt := r.bytes(8)
+		raw := r.bytes(4 << t.bits)
 		if r.err != nil {
 			return nil, r.err
 		}
+		t.folded, t.salt = true, binary.LittleEndian.Uint64(salt)
 		t.buckets = make([]uint64, 1<<t.bits)
 		for j := range t.buckets {
-			t.buckets[j] = binary.LittleEndian.Uint64(raw[8*j:])
+			t.buckets[j] = uint64(binary.LittleEndian.Uint32(raw[4*j:]))
 		}
 	}
 	if d.sender == "" {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
 
@@ -18,6 +19,31 @@ func mustTable(tb testing.TB, cfg sticktable.Config) *sticktable.Table {
 	}
 	tb.Cleanup(t.Close)
 	return t
+}
+
+// shapeFor is the shape of a table with fixed-size keys of that size (0:
+// the default string table).
+func shapeFor(fixed int) tableShape {
+	switch fixed {
+	case 4:
+		return tableShape{typ: sticktable.KeyIP}
+	case 8:
+		return tableShape{typ: sticktable.KeyInteger}
+	case 16:
+		return tableShape{typ: sticktable.KeyIPv6}
+	}
+	return tableShape{typ: sticktable.KeyString, keyLen: sticktable.DefaultLen}
+}
+
+// memberGroup is a Group without memberlist that takes names as current
+// members, for exercising the receive path.
+func memberGroup(name string, members ...string) *Group {
+	g := &Group{cfg: Config{Name: name, MaxClockOffset: caddyDuration(DefaultMaxClockOffset)}, log: zap.NewNop(),
+		tables: map[string]*attachment{}, peers: map[string]*peerState{}}
+	for _, m := range members {
+		g.peers[m] = &peerState{name: m, state: "alive"}
+	}
+	return g
 }
 
 func sampleChanges(tb testing.TB, tbl *sticktable.Table, keys []string) []sticktable.Change {
@@ -33,6 +59,7 @@ func sampleChanges(tb testing.TB, tbl *sticktable.Table, keys []string) []stickt
 			Node: fmt.Sprintf("node-%d", i%3), TTL: time.Duration(i) * time.Second}
 		if c.Op != sticktable.OpDelete {
 			c.Server = fmt.Sprintf("10.0.0.%d:8080", i%5)
+			c.Origin = []uint32{sticktable.OriginExplicit, sticktable.OriginFirst, uint32(i)}[i%3]
 		}
 		out = append(out, c)
 	}
@@ -43,7 +70,7 @@ func sampleChanges(tb testing.TB, tbl *sticktable.Table, keys []string) []stickt
 // roundTrip encodes changes into as many batches as the limit needs,
 // decodes them back and checks every field survived.
 func roundTrip(t *testing.T, tbl *sticktable.Table, fixed int, limit int, in []sticktable.Change) int {
-	enc := newBatchEncoder("sessions", "me", fixed, flagSync, limit)
+	enc := newBatchEncoder("sessions", "me", shapeFor(fixed), flagSync, limit)
 	var msgs [][]byte
 	for i := range in {
 		if !enc.add(&in[i]) {
@@ -67,7 +94,7 @@ func roundTrip(t *testing.T, tbl *sticktable.Table, fixed int, limit int, in []s
 			t.Fatalf("header: %+v", b)
 		}
 		for _, r := range b.changes {
-			c := sticktable.Change{Op: r.op, Version: r.version, Node: b.names[r.node], TTL: r.ttl}
+			c := sticktable.Change{Op: r.op, Version: r.version, Node: b.names[r.node], TTL: r.ttl, Origin: r.origin}
 			if r.server >= 0 {
 				c.Server = b.names[r.server]
 			}
@@ -118,7 +145,7 @@ func TestBatchRoundTrip(t *testing.T) {
 // TestBatchSize checks the per-update cost the design aims at.
 func TestBatchSize(t *testing.T) {
 	tbl := mustTable(t, sticktable.Config{Type: sticktable.KeyIP})
-	enc := newBatchEncoder("sessions", "node1", 4, 0, packetLimit)
+	enc := newBatchEncoder("sessions", "node1", shapeFor(4), 0, packetLimit)
 	v := uint64(time.Now().UnixMilli()) << sticktable.LogicalBits
 	n := 0
 	for i := 0; ; i++ {
@@ -142,7 +169,7 @@ func TestDigestRoundTrip(t *testing.T) {
 	d := digest{flags: flagReply, sender: "node1", addr: "127.0.0.1:7946"}
 	for i := range 3 {
 		bits := uint8(MinBucketBits + 2*i)
-		td := tableDigest{name: fmt.Sprint("t", i), markVersion: uint64(i) << 20, markNode: "n", bits: bits, buckets: make([]uint64, 1<<bits)}
+		td := tableDigest{name: fmt.Sprint("t", i), shape: shapeFor(4 * i), markVersion: uint64(i) << 20, markNode: "n", bits: bits, buckets: make([]uint64, 1<<bits)}
 		for j := range td.buckets {
 			td.buckets[j] = uint64(i*1000 + j)
 		}
@@ -153,8 +180,29 @@ func TestDigestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(&d, got) {
-		t.Fatal("digest round trip differs")
+	// Buckets travel folded with the digest's salt: the receiver finds
+	// every bucket equal to its own (the same sums) and none differing.
+	if len(got.tables) != len(d.tables) || got.sender != d.sender || got.addr != d.addr || got.flags != d.flags {
+		t.Fatalf("digest header differs: %+v", got)
+	}
+	for i := range d.tables {
+		ours, theirs := &d.tables[i], &got.tables[i]
+		if theirs.name != ours.name || theirs.shape != ours.shape || theirs.markVersion != ours.markVersion ||
+			theirs.markNode != ours.markNode || theirs.bits != ours.bits || !theirs.folded {
+			t.Fatalf("table %d differs: %+v", i, theirs)
+		}
+		for j := range ours.buckets {
+			if ours.bucketDiffers(j, theirs) {
+				t.Fatalf("table %d bucket %d differs after the round trip", i, j)
+			}
+		}
+		ours.buckets[3]++
+		if !ours.bucketDiffers(3, theirs) {
+			t.Fatal("a changed bucket compares equal")
+		}
+	}
+	if again, err := decodeDigest(got.encode(nil)); err != nil || !reflect.DeepEqual(got, again) {
+		t.Fatalf("re-encoding a received digest: %v", err)
 	}
 	for i := range len(msg) {
 		if _, err := decodeDigest(msg[:i]); err == nil {
@@ -166,7 +214,7 @@ func TestDigestRoundTrip(t *testing.T) {
 func TestDecodeRefusesTruncated(t *testing.T) {
 	tbl := mustTable(t, sticktable.Config{Type: sticktable.KeyString})
 	in := sampleChanges(t, tbl, []string{"a", "bb", "ccc", "dddd", "eeeee"})
-	enc := newBatchEncoder("sessions", "me", 0, 0, syncLimit)
+	enc := newBatchEncoder("sessions", "me", shapeFor(0), 0, syncLimit)
 	for i := range in {
 		enc.add(&in[i])
 	}
@@ -190,14 +238,14 @@ func seedBatches(f *testing.F) {
 			keys, fixed = []string{"1.2.3.4", "5.6.7.8", "9.9.9.9"}, 4
 		}
 		in := sampleChanges(f, tbl, keys)
-		enc := newBatchEncoder("sessions", "me", fixed, 0, syncLimit)
+		enc := newBatchEncoder("sessions", "me", shapeFor(fixed), 0, syncLimit)
 		for i := range in {
 			enc.add(&in[i])
 		}
 		f.Add(enc.finish(nil))
 	}
-	f.Add([]byte{msgBatch, 0, 1, 's', 0, 1, 0, 1, 1})
-	f.Add([]byte{msgBatch, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{msgBatch, 0, 1, 's', 1, 0, 1, 0, 1, 1})
+	f.Add([]byte{msgBatch, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 }
 
 func FuzzDecodeBatch(f *testing.F) {
@@ -222,7 +270,7 @@ func FuzzDecodeBatch(f *testing.F) {
 }
 
 func FuzzDecodeDigest(f *testing.F) {
-	d := digest{flags: flagReply, sender: "a", addr: "127.0.0.1:1", tables: []tableDigest{{name: "t", markVersion: 9, markNode: "b", bits: MinBucketBits, buckets: make([]uint64, 1<<MinBucketBits)}}}
+	d := digest{flags: flagReply, sender: "a", addr: "127.0.0.1:1", tables: []tableDigest{{name: "t", shape: shapeFor(0), markVersion: 9, markNode: "b", bits: MinBucketBits, buckets: make([]uint64, 1<<MinBucketBits)}}}
 	f.Add(d.encode(nil))
 	f.Add([]byte{msgDigest, 0, 1, 'a', 0, 0xff, 0xff, 0x03})
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -242,7 +290,7 @@ func FuzzDecodeDigest(f *testing.F) {
 func FuzzHandleBatch(f *testing.F) {
 	seedBatches(f)
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		g := &Group{cfg: Config{Name: "fuzz"}, log: zap.NewNop(), tables: map[string]*attachment{}, peers: map[string]*peerState{}}
+		g := memberGroup("fuzz", "me")
 		for _, typ := range []sticktable.KeyType{sticktable.KeyString, sticktable.KeyIP} {
 			tbl := mustTable(t, sticktable.Config{Type: typ, Size: 64})
 			g.tables["sessions"] = newAttachment(g, "sessions", tbl)
@@ -255,7 +303,7 @@ func FuzzHandleBatch(f *testing.F) {
 }
 
 func TestBadMessagesCounted(t *testing.T) {
-	g := &Group{cfg: Config{Name: "me"}, log: zap.NewNop(), tables: map[string]*attachment{}, peers: map[string]*peerState{}}
+	g := memberGroup("me", "peer")
 	tbl := mustTable(t, sticktable.Config{Type: sticktable.KeyIP})
 	g.tables["sessions"] = newAttachment(g, "sessions", tbl)
 	for _, m := range [][]byte{nil, {0}, {9, 1, 2}, {msgBatch}, {msgDigest, 0}, make([]byte, maxBatchLen+1)} {
@@ -267,15 +315,15 @@ func TestBadMessagesCounted(t *testing.T) {
 	if n := g.st.decodeErrors.Load(); n != 6 {
 		t.Fatalf("%d decode errors counted, want 6", n)
 	}
-	// A well-formed batch whose key does not fit the table is refused
-	// per change, not applied.
+	// A well-formed batch for a table of another key type is refused
+	// whole, and counted.
 	str := mustTable(t, sticktable.Config{Type: sticktable.KeyString})
 	k, _ := str.ParseKey("not-an-ip")
-	enc := newBatchEncoder("sessions", "peer", 0, 0, packetLimit)
+	enc := newBatchEncoder("sessions", "peer", shapeOf(str), 0, packetLimit)
 	enc.add(&sticktable.Change{Op: sticktable.OpStore, Key: k, Server: "s", Node: "peer", Version: 1 << 30, TTL: time.Minute})
 	g.handleMessage(enc.finish(nil))
-	if g.st.applyErrors.Load() != 1 || tbl.Len() != 0 {
-		t.Fatalf("bad key: %d apply errors, %d entries", g.st.applyErrors.Load(), tbl.Len())
+	if g.st.shapeRefused.Load() != 1 || tbl.Len() != 0 {
+		t.Fatalf("other key type: %d refused, %d entries", g.st.shapeRefused.Load(), tbl.Len())
 	}
 }
 
@@ -300,3 +348,5 @@ func FuzzDecodeLeave(f *testing.F) {
 		}
 	})
 }
+
+func caddyDuration(d time.Duration) caddy.Duration { return caddy.Duration(d) }

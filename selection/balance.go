@@ -15,7 +15,7 @@ import (
 // placeByHash places a key that is not in the table (or must move).
 func (p *StickTable) placeByHash(pool reverseproxy.UpstreamPool, key string, exclude []string) *reverseproxy.Upstream {
 	if p.BalanceFactor == 0 {
-		return rendezvous(p.drained, pool, key, exclude)
+		return rendezvous(p.drained, pool, key, exclude, p.names)
 	}
 	drained := anyDrained(p.drained)
 	total, n := 0, 0
@@ -34,7 +34,7 @@ func (p *StickTable) placeByHash(pool reverseproxy.UpstreamPool, key string, exc
 	limit := ((total+1)*p.BalanceFactor + 100*n - 1) / (100 * n)
 	skip := exclude
 	for range n {
-		up := rendezvous(p.drained, pool, key, skip)
+		up := rendezvous(p.drained, pool, key, skip, p.names)
 		if up == nil {
 			break
 		}
@@ -44,16 +44,7 @@ func (p *StickTable) placeByHash(pool reverseproxy.UpstreamPool, key string, exc
 		}
 		skip = append(skip[:len(skip):len(skip)], up.Dial)
 	}
-	return rendezvous(p.drained, pool, key, exclude)
-}
-
-// identity is what the table stores for a server: its configured name, or
-// its dial address.
-func (p *StickTable) identity(dial string) string {
-	if name, ok := p.names[dial]; ok {
-		return name
-	}
-	return dial
+	return rendezvous(p.drained, pool, key, exclude, p.names)
 }
 
 // stuckCount is the number of the table's entries naming server, which

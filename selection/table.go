@@ -56,9 +56,11 @@ type StickTable struct {
 	Servers map[string]string `json:"servers,omitempty"`
 
 	// How a key that is not in the table yet chooses its server. "hash":
-	// rendezvous hashing of the key over the available servers, so
-	// instances that have not heard from each other still agree. Empty:
-	// the fallback policy chooses.
+	// rendezvous hashing of the key over the available servers (each by
+	// its name in Servers, else its dial address), so instances that have
+	// not heard from each other still agree, also when they reach the
+	// servers through different addresses. Empty: the fallback policy
+	// chooses.
 	FirstChoice string `json:"first_choice,omitempty"`
 
 	// With first_choice hash: bounded loads (HAProxy's
@@ -234,6 +236,10 @@ type tableDecision struct {
 	outcome Outcome
 	// keys to store with the server once it answers
 	store []sticktable.Key
+	// matched has bit i set when store[i] is also matched (`on`): its
+	// entry routes the user, so it follows the placement rule (see
+	// onResponse)
+	matched uint64
 	// tried lists the servers of failed earlier attempts of this request
 	tried []string
 	// hashKey is the key placed by first_choice hash on redispatch
@@ -275,6 +281,9 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 			hashKey = text
 		}
 		if rule.Store {
+			if rule.Match && len(d.store) < 64 {
+				d.matched |= 1 << len(d.store)
+			}
 			d.store = append(d.store, key)
 		}
 		if !rule.Match || hit != nil {
@@ -311,6 +320,9 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 	up := hit
 	if up == nil {
 		up = p.chooseNew(pool, r, w, hashKey, nil)
+		if up != nil && len(d.store) > 0 {
+			up = p.reserve(idx, pool, d, up)
+		}
 	}
 	if up == nil {
 		p.count(d.outcome)
@@ -335,7 +347,7 @@ func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w
 	if outcome == OutcomeHit || outcome == OutcomeDrained {
 		outcome = OutcomeRedispatched
 	}
-	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, tried: tried, hashKey: prev.hashKey}
+	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, matched: prev.matched, tried: tried, hashKey: prev.hashKey}
 	return p.finish(vars, r, d, up)
 }
 
@@ -365,6 +377,27 @@ func (p *StickTable) count(o Outcome) {
 	}
 }
 
+// reserve records the request's keys with the server just chosen, if they
+// are still absent (SPEC 4): a browser's parallel first requests then all
+// reach the server the first of them chose, instead of each placing the
+// user anew until a response arrives. A key some concurrent request placed
+// meanwhile sends this one to that server, when it is available. A retry
+// does not come here (reselect), and the response confirms the entry or,
+// after a redispatch, overwrites it, so running Select again is harmless.
+func (p *StickTable) reserve(idx *dialIndex, pool reverseproxy.UpstreamPool, d *tableDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+	server := p.identity(up.Dial)
+	for i, k := range d.store {
+		e, placed, err := p.table.PlaceKey(k, server)
+		if err != nil || placed || e.Server == server || i > 0 || d.matched&1 == 0 {
+			continue
+		}
+		if other := p.lookup(idx, pool, p.dialOf(e.Server)); other != nil && other.Available() {
+			up, server = other, e.Server
+		}
+	}
+	return up
+}
+
 // chooseNew places a user who is not (or no longer) stuck.
 func (p *StickTable) chooseNew(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, hashKey string, exclude []string) *reverseproxy.Upstream {
 	if p.FirstChoice == "hash" && hashKey != "" {
@@ -377,8 +410,11 @@ func (p *StickTable) chooseNew(pool reverseproxy.UpstreamPool, r *http.Request, 
 
 // rendezvous returns the available, undrained upstream with the highest
 // hash of (server, key): every instance computes the same answer from the
-// key alone, and removing a server only moves the keys it had.
-func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string, exclude []string) *reverseproxy.Upstream {
+// key alone, and removing a server only moves the keys it had. A server is
+// hashed by its identity (its configured name in names, else its dial
+// address), so instances that reach the same named servers through
+// different addresses place keys alike.
+func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string, exclude []string, names map[string]string) *reverseproxy.Upstream {
 	kh := xxhash.Sum64String(key)
 	var best *reverseproxy.Upstream
 	var bestScore uint64
@@ -387,7 +423,11 @@ func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string,
 		if !up.Available() || containsString(exclude, up.Dial) || (drained && isDrained(drainSet, up.Dial)) {
 			continue
 		}
-		if score := hashmix.Splitmix64(xxhash.Sum64String(up.Dial) ^ kh); best == nil || score > bestScore {
+		id := up.Dial
+		if name, ok := names[id]; ok {
+			id = name
+		}
+		if score := hashmix.Splitmix64(xxhash.Sum64String(id) ^ kh); best == nil || score > bestScore {
 			best, bestScore = up, score
 		}
 	}
@@ -400,8 +440,19 @@ func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.
 	if !ok || d.policy != p || d.server == "" {
 		return
 	}
-	for _, k := range d.store {
-		p.storeKey(k, d.server)
+	// A matched key is overwritten only after a redispatch (the stuck
+	// server failed, or a reserved one did): a re-stick, an explicit
+	// change. Otherwise the response confirms the reservation, and if the
+	// entry changed meanwhile (an earlier placement of this user arrived
+	// from a peer), the earlier placement stays: this node had not heard
+	// of it when it chose. Store-only keys record the server used.
+	redispatched := len(d.tried) > 0 || d.outcome == OutcomeDown || d.outcome == OutcomeRedispatched
+	for i, k := range d.store {
+		if redispatched || i >= 64 || d.matched&(1<<i) == 0 {
+			p.storeKey(k, d.server)
+		} else {
+			p.placeKey(k, d.server)
+		}
 	}
 	for _, rk := range p.StoreResponse {
 		var text string
@@ -425,13 +476,26 @@ func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.
 // storeKey records k with the server that answered (its name when it has
 // one); a store of the same server only refreshes the entry.
 func (p *StickTable) storeKey(k sticktable.Key, dial string) {
-	server := dial
-	if name, ok := p.names[dial]; ok {
-		server = name
-	}
-	if _, err := p.table.StoreKey(k, server); err != nil {
+	if _, err := p.table.StoreKey(k, p.identity(dial)); err != nil {
 		p.debug("store refused", err.Error())
 	}
+}
+
+// placeKey records k with the server that answered unless k has a live
+// entry (which it refreshes).
+func (p *StickTable) placeKey(k sticktable.Key, dial string) {
+	if _, _, err := p.table.PlaceKey(k, p.identity(dial)); err != nil {
+		p.debug("store refused", err.Error())
+	}
+}
+
+// identity is what the table stores for a server: its configured name,
+// else its dial address.
+func (p *StickTable) identity(dial string) string {
+	if name, ok := p.names[dial]; ok {
+		return name
+	}
+	return dial
 }
 
 func (p *StickTable) debug(msg, value string) {

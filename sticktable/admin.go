@@ -47,7 +47,7 @@ func (t *Table) RangeChanges(fn func(Change) bool) {
 	t.eng.scan(now, true, func(batch []Entry) bool {
 		for _, e := range batch {
 			c := Change{Op: OpStore, Key: e.Key, Server: e.Server, Version: e.Version, Node: e.Node,
-				TTL: time.Duration(e.ExpiresAt.UnixNano() - now)}
+				Origin: e.Origin, TTL: time.Duration(e.ExpiresAt.UnixNano() - now)}
 			if e.Deleted {
 				c.Op = OpDelete
 			}

@@ -20,9 +20,13 @@ func key(tb testing.TB, t *Table, text string) Key {
 
 const v0 = uint64(1_700_000_000_000) << LogicalBits // a plausible HLC value
 
+// Among explicit changes (here pins and re-sticks), the higher version wins.
 func TestApplyHigherVersionWins(t *testing.T) {
 	tab, _ := newTestTable(t, Config{Type: KeyString}, Options{Node: "a"})
-	local := mustStore(t, tab, "k", "s1")
+	local, err := tab.Pin("k", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	k := key(t, tab, "k")
 	older := Change{Op: OpStore, Key: k, Server: "s2", Version: local.Version - 1, Node: "z", TTL: time.Minute}
 	if ok, err := tab.Apply(older); ok || err != nil {

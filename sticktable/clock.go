@@ -6,6 +6,10 @@ import (
 	"time"
 )
 
+// MaxVersion is the greatest version; clocks stop there instead of
+// wrapping.
+const MaxVersion = ^uint64(0)
+
 // LogicalBits is the width of the logical counter in a version: a version
 // is physical Unix milliseconds << LogicalBits | logical counter.
 const LogicalBits = 16
@@ -43,12 +47,22 @@ func (c *Clock) Now() uint64 {
 // next is Now with the physical time supplied, so table operations that
 // already read the time do not read it twice.
 func (c *Clock) next(ms int64) uint64 {
-	p := uint64(max(ms, 0)) << LogicalBits
+	p := MaxVersion
+	if ms < 1<<(64-LogicalBits) {
+		p = uint64(max(ms, 0)) << LogicalBits
+	}
 	for {
 		old := c.last.Load()
 		n := p
 		if n <= old {
+			// Saturate rather than wrap to 0, which would lose every
+			// comparison from then on; peers refuse versions that far
+			// ahead anyway (max_clock_offset), so only a clock observing
+			// a local snapshot or a test can get here.
 			n = old + 1
+			if old == MaxVersion {
+				n = MaxVersion
+			}
 		}
 		if c.last.CompareAndSwap(old, n) {
 			return n

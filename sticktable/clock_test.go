@@ -89,3 +89,23 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+// TestClockSaturates: a clock that observed the greatest version, or
+// reads a time beyond what versions can hold, stays at the greatest
+// version instead of wrapping to small ones.
+func TestClockSaturates(t *testing.T) {
+	c := NewClock(func() time.Time { return time.UnixMilli(1_700_000_000_000) })
+	c.Observe(MaxVersion - 1)
+	if v := c.Now(); v != MaxVersion {
+		t.Fatalf("after observing max-1: %d", v)
+	}
+	for range 3 {
+		if v := c.Now(); v != MaxVersion {
+			t.Fatalf("wrapped to %d", v)
+		}
+	}
+	far := NewClock(func() time.Time { return time.UnixMilli(1 << 50) })
+	if v := far.Now(); v != MaxVersion {
+		t.Fatalf("a time beyond the version range gave %d", v)
+	}
+}

@@ -12,15 +12,17 @@
 //
 // A table is split into a power-of-two number of shards (up to 64, chosen
 // from the size so every shard holds at least 1024 entries; tables smaller
-// than 2048 have one) selected by a seeded hash of the key. Each shard has its own mutex, its own key
+// than 2048 have one) selected by a hash of the key that is the same on
+// every node (so peers' full tables evict alike). Each shard has its own mutex, its own key
 // index (open addressing over 8-byte cells holding part of the hash and a
-// slot number) and its own slot arena: fixed-size pages of slots (32 bytes
-// for ip keys, 40 for integer, 48 for the others) linked into an LRU list
+// slot number) and its own slot arena: fixed-size pages of slots (40 bytes
+// for ip and integer keys, 48 for the others) linked into an LRU list
 // and a tombstone list through uint32 indices. No entry is a heap object
 // of its own (string and binary keys keep one allocation for their bytes),
 // so a million entries are a few thousand large allocations for the
-// garbage collector to scan, and take about 49 bytes each with ip keys and
-// 102 with 32-byte string keys (HAProxy: about 243 for the latter).
+// garbage collector to scan, and took about 49 bytes each with ip keys and
+// 102 with 32-byte string keys before slots grew an origin field (ip
+// slots by 8 bytes; the others had the room) (HAProxy: about 243 for the latter).
 //
 // The size cap is split exactly across shards (the per-shard limits add up
 // to Size), so Len never exceeds Size and each shard evicts from its own
@@ -63,9 +65,12 @@
 // # Replication support
 //
 // Every entry carries a version: a hybrid logical clock value (physical
-// milliseconds << 16 | logical counter) and the name of the node that made
-// it. Apply installs a remote entry or tombstone only when its version is
-// higher (ties broken by node name), which makes it commutative and
+// milliseconds << 16 | logical counter), the name of the node that made
+// it and its origin (a placement or an explicit change). Apply installs a
+// remote entry or tombstone only when it wins by the placement rule
+// (merge.go: the earlier of two independent placements, an explicit change
+// over what its node had seen, the higher version among explicit
+// changes), a total order, which makes Apply commutative, associative and
 // idempotent. Deletes leave tombstones for Config.Retention so they can
 // travel; Clear leaves a single table-wide watermark instead.
 package sticktable

@@ -63,10 +63,17 @@ func splitSize(size, shards int) []uint32 {
 	return out
 }
 
-// shardFor returns the key's shard and hash.
+// shardFor returns the key's shard and its index hash. The shard is chosen
+// by an unseeded hash, the same on every node, so tables of one size split
+// their keys alike and a full table evicts the same keys as its peers
+// (with per-node shards, full tables could never agree); the index hash
+// within the shard stays seeded against crafted collisions.
 func (g *engine[K]) shardFor(k *Key) (*shard[K], uint64) {
 	h := g.t.hashKey(k)
-	return &g.shards[h>>g.shift], h
+	if len(g.shards) == 1 {
+		return &g.shards[0], h
+	}
+	return &g.shards[shardHash(k)>>g.shift], h
 }
 
 func (g *engine[K]) shardCount() int { return len(g.shards) }
@@ -149,7 +156,22 @@ func (g *engine[K]) refreshUnlock(s *shard[K], e *slot[K], i uint32, k Key, now,
 	}
 }
 
-func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) error {
+// storeMode says how a store treats a live entry for another server.
+type storeMode uint8
+
+const (
+	// storeOverwrite replaces it: a re-stick, an explicit change.
+	storeOverwrite storeMode = iota
+	// storePlace keeps it: insert if absent (a reservation, or the
+	// confirmation of one), which makes the store a placement.
+	storePlace
+	// storePin writes a new explicit version whatever the entry holds.
+	storePin
+)
+
+// store writes k -> server. It reports whether it wrote (false: a
+// storePlace found a live entry, returned in out and refreshed).
+func (g *engine[K]) store(k Key, server string, mode storeMode, now int64, out *Entry) (bool, error) {
 	t := g.t
 	kk := g.fromKey(k)
 	s, h := g.shardFor(&k)
@@ -162,20 +184,41 @@ func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) er
 	if found {
 		e = s.at(i)
 		alive = e.server != 0 && s.alive(e, now, m)
-		if alive && op == OpStore && s.servers.list[e.server] == server {
-			// Same server: a refresh, which keeps the version (nothing a
-			// peer has to arbitrate changed) but pushes the expiry out.
+		if alive && mode != storePin && (mode == storePlace || s.servers.list[e.server] == server) {
+			// Same server, or a placement that finds the key placed: a
+			// refresh, which keeps the version (nothing a peer has to
+			// arbitrate changed) but pushes the expiry out.
 			s.c.stores.Add(1)
 			g.refreshUnlock(s, e, i, k, now, expire, out)
-			return nil
+			return false, nil
 		}
 	}
 	srv, ok := s.servers.acquire(server)
 	if !ok {
 		s.mu.Unlock()
-		return fmt.Errorf("%w: cannot add %q", ErrTooManyServers, server)
+		return false, fmt.Errorf("%w: cannot add %q", ErrTooManyServers, server)
 	}
 	node := s.localNode(t)
+	origin := OriginExplicit
+	op := OpStore
+	var version uint64
+	switch {
+	case alive || mode == storePin:
+		version = s.explicitVersion(now, e, found)
+		if mode == storePin {
+			op = OpPin
+		}
+	default:
+		version = s.clock.next(now / int64(time.Millisecond))
+		// Nothing live here: a placement, based on whatever the slot
+		// still holds (a tombstone, an expired entry).
+		var pv uint64
+		var po uint32
+		if found {
+			pv, po = e.version, e.origin
+		}
+		origin = placementOrigin(version, found, pv, po)
+	}
 	if found {
 		switch {
 		case e.server == 0:
@@ -194,7 +237,7 @@ func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) er
 			s.servers.release(srv)
 			s.c.refused.Add(1)
 			s.mu.Unlock()
-			return ErrFull
+			return false, ErrFull
 		}
 		i = s.alloc()
 		e = s.at(i)
@@ -203,8 +246,8 @@ func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) er
 		s.setLive(s.live + 1)
 	}
 	s.nodes.hold(node)
-	e.server, e.node = srv, node
-	e.version = s.clock.next(now / int64(time.Millisecond))
+	e.server, e.node, e.origin = srv, node, origin
+	e.version = version
 	if !alive {
 		s.servers.sawNewUser(srv, e.version) // a key with no live entry: a new user
 	}
@@ -221,7 +264,7 @@ func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) er
 	if emit {
 		t.emit(ch)
 	}
-	return nil
+	return true, nil
 }
 
 func (g *engine[K]) remove(k Key, now int64) bool {
@@ -247,11 +290,12 @@ func (g *engine[K]) remove(k Key, now int64) bool {
 		return false
 	}
 	node := s.localNode(t)
+	version := s.explicitVersion(now, e, true)
 	s.servers.release(e.server)
 	s.nodes.release(e.node)
 	s.nodes.hold(node)
-	e.server, e.node = 0, node
-	e.version = s.clock.next(now / int64(time.Millisecond))
+	e.server, e.node, e.origin = 0, node, OriginExplicit
+	e.version = version
 	e.expires = now + retention
 	s.unlink(i)
 	s.pushFront(tombHead, i)
@@ -281,6 +325,10 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 	} else {
 		life = min(int64(c.TTL), t.expire.Load())
 	}
+	origin := c.Origin
+	if tomb {
+		origin = OriginExplicit
+	}
 	kk := g.fromKey(k)
 	s, h := g.shardFor(&k)
 	m := t.mark.Load()
@@ -288,6 +336,8 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 		s.c.stale.Add(1)
 		return false, nil
 	}
+	remote := Write{Version: c.Version, Node: c.Node, Origin: origin, Deleted: tomb, Server: c.Server}
+	deadline := now + life
 	s.mu.Lock()
 	s.clock.Observe(c.Version)
 	i, found := s.find(h, kk)
@@ -295,44 +345,47 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 	if found {
 		e = s.at(i)
 		if s.alive(e, now, m) {
-			cmp := CompareVersions(e.version, s.nodes.list[e.node], c.Version, c.Node)
-			if cmp == 0 {
-				localTomb := e.server == 0
-				if localTomb == tomb && (tomb || s.servers.list[e.server] == c.Server) {
-					// The same write again (a refresh travels this way):
-					// keep the later deadline, which is what makes
-					// repeated and reordered deliveries harmless.
-					grew := now + life - e.expires
-					if grew > 0 {
-						e.expires = now + life
-						if grew >= t.gran.Load() {
-							head := uint32(lruHead)
-							if localTomb {
-								head = tombHead
-							}
-							s.toFront(head, i)
+			switch cmp := CompareWrites(s.write(e), remote); {
+			case cmp == 0:
+				// The same write again (a refresh travels this way):
+				// keep the later deadline, which is what makes
+				// repeated and reordered deliveries harmless.
+				grew := deadline - e.expires
+				if grew > 0 {
+					e.expires = deadline
+					if grew >= t.gran.Load() {
+						head := uint32(lruHead)
+						if e.server == 0 {
+							head = tombHead
 						}
-						s.c.applied.Add(1)
-					} else {
-						s.c.stale.Add(1)
+						s.unlink(i)
+						s.insertByExpiry(head, i)
 					}
-					s.mu.Unlock()
-					return grew > 0, nil
+					s.c.applied.Add(1)
+				} else {
+					s.c.stale.Add(1)
 				}
-				// Two different writes with one version can only come
-				// from a node reusing versions (its clock went back and
-				// it lost its state). Pick a winner every node agrees on:
-				// the tombstone, else the greater server name.
-				if localTomb || (!tomb && s.servers.list[e.server] > c.Server) {
-					cmp = 1
-				}
-			}
-			if cmp > 0 {
+				s.mu.Unlock()
+				return grew > 0, nil
+			case cmp > 0:
 				s.c.stale.Add(1)
 				s.mu.Unlock()
 				return false, nil
 			}
 		}
+	}
+	if !found && !s.roomForRemote(now, deadline, !tomb && !t.nopurge.Load()) {
+		s.mu.Unlock()
+		if tomb || !t.nopurge.Load() {
+			// A tombstone for a key we do not have only guards against
+			// stale writes; an entry older than everything a full table
+			// holds is what it would evict next: neither is worth
+			// evicting anything for.
+			s.c.stale.Add(1)
+			return false, nil
+		}
+		s.c.refused.Add(1)
+		return false, ErrFull
 	}
 	var srv uint16
 	if !tomb {
@@ -359,32 +412,20 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 		s.nodes.release(e.node)
 		s.unlink(i)
 	} else {
-		if !s.makeRoom(now, !t.nopurge.Load()) {
-			s.servers.release(srv)
-			s.nodes.release(node)
-			s.mu.Unlock()
-			if tomb {
-				// A tombstone for a key we do not have only guards
-				// against stale writes; not worth refusing anything for.
-				return false, nil
-			}
-			s.c.refused.Add(1)
-			return false, ErrFull
-		}
 		i = s.alloc()
 		e = s.at(i)
 		e.key = g.own(kk)
 		s.index(h, i)
 	}
-	e.server, e.node, e.version, e.expires = srv, node, c.Version, now+life
+	e.server, e.node, e.version, e.expires, e.origin = srv, node, c.Version, deadline, origin
 	if newUser {
 		s.servers.sawNewUser(srv, c.Version)
 	}
 	if tomb {
-		s.pushFront(tombHead, i)
+		s.insertByExpiry(tombHead, i)
 		s.setTombs(s.tombs + 1)
 	} else {
-		s.pushFront(lruHead, i)
+		s.insertByExpiry(lruHead, i)
 		s.setLive(s.live + 1)
 	}
 	s.c.applied.Add(1)
@@ -446,7 +487,11 @@ func (g *engine[K]) clearServer(server string, now int64) int {
 		if ok {
 			// One version for the whole shard; entries written after it
 			// (between batches) carry higher versions and are left alone.
+			// It starts a new millisecond, so its base is above that of
+			// every write it deletes (see explicitVersion).
 			v = s.clock.next(now / int64(time.Millisecond))
+			v = ((v >> LogicalBits) + 1) << LogicalBits
+			s.clock.Observe(v)
 			node = s.localNode(t)
 		}
 		s.mu.Unlock()
@@ -473,7 +518,7 @@ func (g *engine[K]) clearServer(server string, now int64) int {
 				s.servers.release(e.server)
 				s.nodes.release(e.node)
 				s.nodes.hold(node)
-				e.server, e.node, e.version, e.expires = 0, node, v, now+retention
+				e.server, e.node, e.version, e.expires, e.origin = 0, node, v, now+retention, OriginExplicit
 				s.unlink(i)
 				s.pushFront(tombHead, i)
 				s.setLive(s.live - 1)

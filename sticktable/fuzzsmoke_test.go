@@ -8,5 +8,5 @@ import (
 )
 
 func TestFuzzTargetsBriefly(t *testing.T) {
-	fuzzsmoke.Run(t, 10*time.Second, "FuzzReadSnapshot", "FuzzParseKey")
+	fuzzsmoke.Run(t, 10*time.Second, "FuzzReadSnapshot", "FuzzParseKey", "FuzzMerge")
 }

@@ -89,7 +89,7 @@ func server(t *Table, key string) string {
 func dump(t *Table) string {
 	var lines []string
 	t.RangeChanges(func(c Change) bool {
-		lines = append(lines, fmt.Sprintf("%v %v %q %q %d %v", c.Op, c.Key, c.Server, c.Node, c.Version, c.TTL))
+		lines = append(lines, fmt.Sprintf("%v %v %q %q %d %d %v", c.Op, c.Key, c.Server, c.Node, c.Version, c.Origin, c.TTL))
 		return true
 	})
 	slices.Sort(lines)

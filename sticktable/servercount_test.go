@@ -96,7 +96,10 @@ func TestServerCountsFollowEveryChange(t *testing.T) {
 		t.Fatalf("counts add up to %d, table holds %d", n, tab.Len())
 	}
 
-	// Changes from peers: a new key, a replace, a delete.
+	// Changes from peers: a new key, a replace, a delete. The table is full,
+	// and a full table installs a remote entry only if it is more recent
+	// than what it would evict: let time pass first.
+	clk.Add(time.Second)
 	k := key(t, tab, "remote")
 	v := tab.lastVersionForTest() + 1<<LogicalBits
 	if ok, err := tab.Apply(Change{Op: OpStore, Key: k, Server: "web9", Version: v, Node: "b", TTL: time.Minute}); !ok || err != nil {

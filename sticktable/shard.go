@@ -38,18 +38,24 @@ const (
 
 	maxNames = 1 << 16 // server and node indices are uint16
 
+	// insertWalk bounds the slots insertByExpiry visits.
+	insertWalk = 1024
+
 	minIndex = 16 // smallest key index, in cells
 )
 
-// slot is one entry or tombstone. It is 32 bytes for ip keys, 40 for
-// integer and 48 for ipv6, string and binary keys: the key, two list links, a 16-bit server index
-// (0 = tombstone), a 16-bit origin node index, the expiry and the version.
+// slot is one entry or tombstone. It is 40 bytes for ip and integer keys
+// and 48 for ipv6, string and binary keys: the key, two list links, the
+// write's origin (placement or explicit change, see merge.go), a 16-bit
+// server index (0 = tombstone), a 16-bit origin node index, the expiry and
+// the version.
 type slot[K comparable] struct {
 	expires int64  // Unix nanoseconds; for tombstones, the end of retention
 	version uint64 // hybrid logical clock value of the last write
 	key     K
 	prev    uint32
 	next    uint32
+	origin  uint32 // how the write relates to explicit changes; see merge.go
 	server  uint16
 	node    uint16
 }
@@ -300,6 +306,7 @@ func (s *shard[K]) entry(e *slot[K], k Key, out *Entry) {
 		ExpiresAt: time.Unix(0, e.expires),
 		Version:   e.version,
 		Node:      s.nodes.list[e.node],
+		Origin:    e.origin,
 		Deleted:   e.server == 0,
 	}
 }
@@ -311,8 +318,98 @@ func (s *shard[K]) change(op Op, e *slot[K], k Key, ttl int64) Change {
 		Server:  s.servers.list[e.server],
 		Version: e.version,
 		Node:    s.nodes.list[e.node],
+		Origin:  e.origin,
 		TTL:     time.Duration(ttl),
 	}
+}
+
+// explicitVersion versions an explicit change to slot e (present when
+// found). Besides exceeding every version the shard has seen, it lies in
+// a later millisecond than the base of the write it replaces, which bases
+// compare in: an explicit change must outrank what its node had seen even
+// when that was a placement made in the same millisecond.
+func (s *shard[K]) explicitVersion(now int64, e *slot[K], found bool) uint64 {
+	ms := now / int64(time.Millisecond)
+	if found {
+		if b := baseMS(e.version, e.origin); b < 1<<(64-LogicalBits)-1 {
+			ms = max(ms, int64(b)+1)
+		}
+	}
+	return s.clock.next(ms)
+}
+
+// write describes slot e for CompareWrites.
+func (s *shard[K]) write(e *slot[K]) Write {
+	return Write{Version: e.version, Node: s.nodes.list[e.node], Origin: e.origin,
+		Deleted: e.server == 0, Server: s.servers.list[e.server]}
+}
+
+// insertByExpiry links slot i into the list at head ordered by expiry,
+// newest first, as local use orders the LRU list: a replicated entry keeps
+// the recency its sender gave it instead of becoming the most recently
+// used here (which would evict entries used more recently, which
+// anti-entropy would send back, and full tables would never agree). The
+// common case, an entry newer than every other (live replication), is
+// O(1); otherwise the position is searched from both ends at once, so an
+// entry near either end costs little, and the search is bounded: past the
+// bound the entry goes where the search from the cold end stopped (a
+// little too recent, never evicted too early).
+func (s *shard[K]) insertByExpiry(head, i uint32) {
+	exp := s.at(i).expires
+	if first := s.at(head).next; first == head || s.at(first).expires <= exp {
+		s.pushFront(head, i)
+		return
+	}
+	// Invariant: hot is newer than exp (or head), cold is not newer
+	// (or head); the entry goes right after the last newer one.
+	hot, cold := s.at(head).next, s.at(head).prev
+	after := hot
+	for n := 0; n < insertWalk; n++ {
+		if nx := s.at(hot).next; nx != head && s.at(nx).expires > exp {
+			hot = nx
+		} else {
+			after = hot
+			break
+		}
+		if cold != head && s.at(cold).expires > exp {
+			after = cold
+			break
+		}
+		cold = s.at(cold).prev
+		after = cold
+	}
+	e, p := s.at(i), s.at(after)
+	e.prev, e.next = after, p.next
+	s.at(p.next).prev = i
+	p.next = i
+}
+
+// roomForRemote makes room for a replicated entry that would expire at
+// deadline. Unlike a local store, it does not evict a live entry that
+// would outlive the newcomer: the receiver would evict the newcomer first,
+// so installing it would only evict some other entry, which anti-entropy
+// would then send back, round after round, and full tables would never
+// converge. Tombstones never evict live entries.
+func (s *shard[K]) roomForRemote(now, deadline int64, evictLive bool) bool {
+	if s.live+s.tombs < s.limit {
+		return true
+	}
+	if t := s.at(lruHead).prev; t != lruHead && s.at(t).expires <= now {
+		s.drop(t)
+		s.c.reaped.Add(1)
+		return true
+	}
+	if t := s.at(tombHead).prev; t != tombHead {
+		s.drop(t)
+		return true
+	}
+	t := s.at(lruHead).prev
+	if !evictLive || t == lruHead || s.at(t).expires >= deadline {
+		return false
+	}
+	s.drop(t)
+	s.c.evictions.Add(1)
+	return true
 }
 
 // reapBatch frees up to budget expired slots from the cold ends of both

@@ -25,6 +25,7 @@ import (
 //	3 entry   key, server id, ttl ms, version, node id
 //	4 tomb    key, ttl ms, version, node id
 //	5 end     number of entry and tomb records; must end the last frame
+//	6 origin  value                        the Origin of the next entry (absent: explicit)
 //
 // Names are strings: length, bytes. Keys are their stored bytes
 // (Key.AppendBytes): fixed-size for ip (4), ipv6 (16) and integer (8),
@@ -43,6 +44,7 @@ const (
 	recEntry  = 3
 	recTomb   = 4
 	recEnd    = 5
+	recOrigin = 6
 
 	frameTarget = 64 << 10
 	frameMax    = 1 << 20
@@ -118,6 +120,9 @@ func (sw *snapWriter) add(e *Entry, now int64) {
 	if e.Deleted {
 		sw.buf = append(sw.buf, recTomb)
 	} else {
+		if e.Origin != OriginExplicit {
+			sw.buf = binary.AppendUvarint(append(sw.buf, recOrigin), uint64(e.Origin))
+		}
 		sw.buf = append(sw.buf, recEntry)
 	}
 	if e.Key.typ.fixedLen() == 0 {
@@ -196,6 +201,7 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 		pending []Change
 		records uint64
 		n       int
+		origin  uint32 // from a recOrigin, for the next entry
 	)
 	for {
 		if frame, err = readFrame(br, frame); err != nil {
@@ -215,11 +221,20 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 				} else {
 					nodes = append(nodes, name)
 				}
+			case recOrigin:
+				if v := d.uvarint(); v == 0 || v > uint64(OriginFirst) {
+					d.fail("bad origin")
+				} else {
+					origin = uint32(v)
+				}
 			case recEntry, recTomb:
 				c := Change{Op: OpStore}
 				if tag == recTomb {
 					c.Op = OpDelete
+				} else {
+					c.Origin = origin
 				}
+				origin = OriginExplicit
 				c.Key = d.key(t)
 				if tag == recEntry {
 					if sid := d.uvarint(); sid == 0 || sid >= uint64(len(servers)) {

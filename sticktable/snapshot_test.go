@@ -173,3 +173,38 @@ func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 type errWriter struct{ err error }
 
 func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// TestSnapshotKeepsOrigins: placements and explicit changes survive a
+// snapshot as what they were, so a restarted node merges by the same rule.
+func TestSnapshotKeepsOrigins(t *testing.T) {
+	src, clk := newTestTable(t, Config{Type: KeyString, Expire: time.Hour}, Options{Node: "n"})
+	mustStore(t, src, "placed", "s1")
+	src.Pin("pinned", "s2")
+	mustStore(t, src, "restuck", "s1")
+	clk.Add(time.Millisecond)
+	mustStore(t, src, "restuck", "s3")
+	src.Delete("gone")
+	mustStore(t, src, "gone", "s4")
+	src.Delete("gone")
+	mustStore(t, src, "gone", "s5") // placed after a delete: a placement with a base
+	var buf bytes.Buffer
+	if err := src.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := newTestTable(t, Config{Type: KeyString, Expire: time.Hour}, Options{})
+	if _, err := dst.ReadSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	src.Range(func(e Entry) bool {
+		got, ok := dst.Get(e.Key.String())
+		if !ok || got.Server != e.Server || got.Version != e.Version || got.Node != e.Node || got.Origin != e.Origin {
+			t.Errorf("%v: %+v after the snapshot, was %+v", e.Key, got, e)
+		}
+		return true
+	})
+	for key, placement := range map[string]bool{"placed": true, "pinned": false, "restuck": false, "gone": true} {
+		if e, _ := dst.Get(key); IsPlacement(e.Origin) != placement {
+			t.Errorf("%s: origin %d after the snapshot", key, e.Origin)
+		}
+	}
+}

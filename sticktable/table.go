@@ -246,6 +246,27 @@ func (t *Table) hashKey(k *Key) uint64 {
 	return hashmix.Fmix64(lo ^ t.fseed ^ hashmix.Fmix64(hi+t.fseed))
 }
 
+// shardHash is the node-independent hash that picks a key's shard.
+func shardHash(k *Key) uint64 {
+	if s := k.str; s != "" {
+		h := uint64(len(s)) * 0x9e3779b97f4a7c15
+		for len(s) >= 8 {
+			w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+				uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+			h = hashmix.Fmix64(h ^ w)
+			s = s[8:]
+		}
+		var w uint64
+		for i := 0; i < len(s); i++ {
+			w |= uint64(s[i]) << (8 * i)
+		}
+		return hashmix.Fmix64(h ^ w ^ 0xff)
+	}
+	lo := binary.LittleEndian.Uint64(k.fix[:8])
+	hi := binary.LittleEndian.Uint64(k.fix[8:])
+	return hashmix.Fmix64(lo ^ hashmix.Fmix64(hi^0x9e3779b97f4a7c15))
+}
+
 func (t *Table) emit(c Change) {
 	if f := t.onChange.Load(); f != nil {
 		(*f)(c)
@@ -470,7 +491,9 @@ func (t *Table) GetKey(k Key) (Entry, bool) {
 
 // Store sticks key to server, adding the key or overwriting its server,
 // and refreshes its expiry. A store of the server the key already has is a
-// refresh and keeps the entry's version. When the key's shard is full the
+// refresh and keeps the entry's version. Adding a key is a placement;
+// overwriting a live entry's server is an explicit change (a re-stick),
+// which wins over the entry it replaced everywhere (see CompareWrites). When the key's shard is full the
 // least recently used entry is evicted, or with NoPurge ErrFull is
 // returned (existing keys still update).
 func (t *Table) Store(key, server string) (Entry, error) {
@@ -479,7 +502,8 @@ func (t *Table) Store(key, server string) (Entry, error) {
 		t.refuse(err)
 		return Entry{}, err
 	}
-	return t.storeKey(k, server, OpStore)
+	e, _, err := t.storeKey(k, server, storeOverwrite)
+	return e, err
 }
 
 // StoreKey is Store for a parsed key.
@@ -489,7 +513,33 @@ func (t *Table) StoreKey(k Key, server string) (Entry, error) {
 		t.refuse(err)
 		return Entry{}, err
 	}
-	return t.storeKey(k, server, OpStore)
+	e, _, err := t.storeKey(k, server, storeOverwrite)
+	return e, err
+}
+
+// PlaceKey sticks k to server only if k has no live entry (insert if
+// absent): a placement, which loses to an earlier independent placement
+// of the key on another node (see CompareWrites). When k already has a
+// live entry, that entry is refreshed and returned with placed false, so
+// concurrent first requests of one user all learn the first one's server.
+// It does not allocate when the key is present.
+func (t *Table) PlaceKey(k Key, server string) (e Entry, placed bool, err error) {
+	k, err = t.ownKey(k)
+	if err != nil {
+		t.refuse(err)
+		return Entry{}, false, err
+	}
+	return t.storeKey(k, server, storePlace)
+}
+
+// Place is PlaceKey for key text.
+func (t *Table) Place(key, server string) (Entry, bool, error) {
+	k, err := parseKey(t.typ, t.keyLen, key)
+	if err != nil {
+		t.refuse(err)
+		return Entry{}, false, err
+	}
+	return t.storeKey(k, server, storePlace)
 }
 
 // Pin is an explicit admin store: like Store, but it always writes a new
@@ -501,7 +551,8 @@ func (t *Table) Pin(key, server string) (Entry, error) {
 		t.refuse(err)
 		return Entry{}, err
 	}
-	return t.storeKey(k, server, OpPin)
+	e, _, err := t.storeKey(k, server, storePin)
+	return e, err
 }
 
 // MaxServerLen bounds a server identity (a dial address or a configured
@@ -518,22 +569,22 @@ func checkServer(server string) error {
 	return nil
 }
 
-func (t *Table) storeKey(k Key, server string, op Op) (e Entry, err error) {
+func (t *Table) storeKey(k Key, server string, mode storeMode) (e Entry, wrote bool, err error) {
 	if err := checkServer(server); err != nil {
-		return Entry{}, err
+		return Entry{}, false, err
 	}
 	now := t.now()
 	switch {
 	case t.ipEng != nil:
-		err = t.ipEng.store(k, server, op, now, &e)
+		wrote, err = t.ipEng.store(k, server, mode, now, &e)
 	case t.v6Eng != nil:
-		err = t.v6Eng.store(k, server, op, now, &e)
+		wrote, err = t.v6Eng.store(k, server, mode, now, &e)
 	case t.intEng != nil:
-		err = t.intEng.store(k, server, op, now, &e)
+		wrote, err = t.intEng.store(k, server, mode, now, &e)
 	default:
-		err = t.strEng.store(k, server, op, now, &e)
+		wrote, err = t.strEng.store(k, server, mode, now, &e)
 	}
-	return e, err
+	return e, wrote, err
 }
 
 // Delete forgets a key, leaving a tombstone for Retention so the delete
@@ -609,9 +660,11 @@ func (t *Table) ClearMark() (version uint64, node string) {
 }
 
 // Apply merges a change made on another node: an entry or tombstone is
-// installed only if its (Version, Node) is higher than what the table has
-// (or the key is absent or expired here), so applying a set of changes in
-// any order, any number of times, gives the same table. A change with the
+// installed only if it wins over what the table has by the placement rule
+// (CompareWrites), or the key is absent or expired here, so applying a
+// set of changes in any order, any number of times, gives the same table.
+// A new key keeps the recency its remaining TTL gives it, and a full
+// table does not install one it would evict before any entry it holds. A change with the
 // same version as the entry only extends its expiry (that is how refreshes
 // replicate). Entry TTLs are capped by this table's Expire and tombstone
 // TTLs by its Retention (0 means the full Retention). It reports whether

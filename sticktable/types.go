@@ -19,6 +19,9 @@ type Entry struct {
 	Version uint64
 	// Node is the node that made the write Version stamps.
 	Node string
+	// Origin says whether the write was a placement or an explicit
+	// change (see CompareWrites).
+	Origin uint32
 	// Deleted marks a tombstone; only RangeChanges-style walks that ask
 	// for tombstones see them.
 	Deleted bool
@@ -34,7 +37,8 @@ type Op uint8
 
 // Change operations.
 const (
-	// OpStore is a store of a new key or of a different server.
+	// OpStore is a store of a new key (a placement) or of a different
+	// server (a re-stick, an explicit change); Change.Origin tells which.
 	OpStore Op = iota + 1
 	// OpRefresh pushed out the expiry of an entry without changing its
 	// server or version (a Match hit or a store of the same server).
@@ -72,6 +76,11 @@ type Change struct {
 	Version uint64
 	// Node is the node Version belongs to.
 	Node string
+	// Origin says whether the write was a placement (the first store of
+	// a key the node had no live entry for) or an explicit change, and
+	// for a placement which explicit change it followed; it decides which
+	// of two writes wins (see CompareWrites). Zero is an explicit change.
+	Origin uint32
 	// TTL is the remaining life: of the entry for store, refresh and pin;
 	// of the tombstone's retention for delete.
 	TTL time.Duration
