@@ -10,12 +10,10 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
@@ -77,34 +75,18 @@ const (
 	defaultLimit = 100
 	maxLimit     = 10000
 	// maxBodyBytes bounds a PUT body, which only ever holds one server
-	// name.
-	maxBodyBytes = 64 << 10
+	// identity (at most sticktable.MaxServerLen bytes).
+	maxBodyBytes = 8 << 10
 )
 
-// peerStatusFn reports the replication peers for GET /sticky/peers. The
-// peers layer plugs its state in with setPeerStatus when it starts; until
-// then there are no peers. It is atomic because configs (and so the peers
-// layer) start and stop while the admin endpoint serves requests.
-var peerStatusFn atomic.Pointer[func() any]
-
-// setPeerStatus installs fn as the source of GET /sticky/peers; nil
-// restores the empty list. fn must be safe for concurrent use and return
-// a JSON-encodable value, normally a slice with one element per peer.
-func setPeerStatus(fn func() any) {
-	if fn == nil {
-		peerStatusFn.Store(nil)
-		return
-	}
-	peerStatusFn.Store(&fn)
-}
+// peerStatusSource answers GET /sticky/peers with the running config's
+// peer groups; a variable so tests can answer without running a group.
+var peerStatusSource = peerGroupsStatus
 
 // peerStatus returns what GET /sticky/peers shows: never null, so clients
 // can always iterate over it.
 func peerStatus() any {
-	var v any
-	if fn := peerStatusFn.Load(); fn != nil {
-		v = (*fn)()
-	}
+	v := peerStatusSource()
 	if v == nil {
 		return []any{}
 	}
@@ -116,7 +98,9 @@ func peerStatus() any {
 
 // cookieRoutes answers GET /sticky/cookie; a variable so tests can answer
 // without provisioning a reverse proxy.
-var cookieRoutes = selection.CookieRoutes
+var cookieRoutes = func(server, cookie string) []selection.CookieRoute {
+	return selection.CookieRoutes(state.cookiePolicies(), server, cookie)
+}
 
 // tableInfo is one table in GET /sticky/tables.
 type tableInfo struct {
@@ -315,7 +299,7 @@ func (a *AdminAPI) listTables(w http.ResponseWriter, r *http.Request) error {
 	if _, err := queryParams(r); err != nil {
 		return err
 	}
-	handles := registry.list()
+	handles := state.tableList()
 	out := make([]tableInfo, 0, len(handles))
 	for _, h := range handles {
 		cfg := h.table.Config()
@@ -328,7 +312,7 @@ func (a *AdminAPI) listTables(w http.ResponseWriter, r *http.Request) error {
 			Used:    st.Entries,
 			Expire:  cfg.Expire.String(),
 			NoPurge: cfg.NoPurge,
-			Peers:   h.peers,
+			Peers:   state.tablePeers(h.name),
 			Stats: tableStats{
 				Hits: st.Hits, Misses: st.Misses, Expired: st.Expired,
 				Invalid: st.Invalid, Empty: st.Empty, Stores: st.Stores,
@@ -476,6 +460,9 @@ func readServer(w http.ResponseWriter, r *http.Request) (string, error) {
 	if strings.TrimSpace(server) != server {
 		return "", apiErrorf(http.StatusBadRequest, "server %q has leading or trailing spaces", server)
 	}
+	if len(server) > sticktable.MaxServerLen {
+		return "", apiErrorf(http.StatusBadRequest, "server identity of %d bytes is longer than %d", len(server), sticktable.MaxServerLen)
+	}
 	return server, nil
 }
 
@@ -505,7 +492,7 @@ func (a *AdminAPI) listDrained(w http.ResponseWriter, r *http.Request) error {
 	if _, err := queryParams(r); err != nil {
 		return err
 	}
-	list := drain.List()
+	list := state.drained.List()
 	if list == nil {
 		list = []string{}
 	}
@@ -519,7 +506,7 @@ func (a *AdminAPI) drainStatus(w http.ResponseWriter, r *http.Request, addr stri
 	if addr == "" {
 		return apiErrorf(http.StatusBadRequest, "empty server address")
 	}
-	return writeJSON(w, http.StatusOK, drainState{Server: addr, Drained: drain.Is(addr)})
+	return writeJSON(w, http.StatusOK, drainState{Server: addr, Drained: state.drained.Is(addr)})
 }
 
 func (a *AdminAPI) setDrain(w http.ResponseWriter, r *http.Request, addr string, drained bool) error {
@@ -529,7 +516,7 @@ func (a *AdminAPI) setDrain(w http.ResponseWriter, r *http.Request, addr string,
 	if addr == "" {
 		return apiErrorf(http.StatusBadRequest, "empty server address")
 	}
-	changed := drain.Set(addr, drained)
+	changed := state.drained.Set(addr, drained)
 	return writeJSON(w, http.StatusOK, drainState{Server: addr, Drained: drained, Changed: &changed})
 }
 
@@ -585,11 +572,11 @@ func queryParams(r *http.Request, allowed ...string) (map[string]string, error) 
 
 // lookupTable finds a published table or answers 404.
 func lookupTable(name string) (*tableHandle, error) {
-	if h := registry.get(name); h != nil && h.table != nil {
+	if h := state.table(name); h != nil && h.table != nil {
 		return h, nil
 	}
 	var names []string
-	for _, h := range registry.list() {
+	for _, h := range state.tableList() {
 		names = append(names, strconv.Quote(h.name))
 	}
 	switch {

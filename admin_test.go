@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
@@ -37,26 +36,40 @@ func adminTable(t *testing.T, name string, cfg sticktable.Config, peers string) 
 		t.Fatal(err)
 	}
 	t.Cleanup(tbl.Close)
-	return &tableHandle{name: name, table: tbl, peers: peers}
+	h := &tableHandle{name: name, table: tbl}
+	adminTablePeers[h] = peers
+	return h
 }
+
+// adminTablePeers holds the peer group adminTable was given for a table.
+var adminTablePeers = map[*tableHandle]string{}
 
 // adminPublish publishes the handles as the running config's tables and
 // restores whatever was published before when the test ends.
 func adminPublish(t *testing.T, handles ...*tableHandle) {
 	t.Helper()
-	registry.mu.RLock()
-	prevOwner, prevTables := registry.owner, registry.tables
-	registry.mu.RUnlock()
-	m := make(map[string]*tableHandle, len(handles))
-	for _, h := range handles {
-		m[h.name] = h
+	prev := state.view.Load()
+	v := &stateView{byName: map[string]*tableHandle{}, peers: map[string]string{}, groups: prev.groups, cookies: prev.cookies}
+	sorted := slices.Clone(handles)
+	slices.SortFunc(sorted, func(a, b *tableHandle) int { return strings.Compare(a.name, b.name) })
+	for _, h := range sorted {
+		v.tables = append(v.tables, h)
+		v.byName[h.name] = h
+		v.peers[h.name] = adminTablePeers[h]
 	}
-	registry.replace(new(App), m)
-	t.Cleanup(func() {
-		registry.mu.Lock()
-		registry.owner, registry.tables = prevOwner, prevTables
-		registry.mu.Unlock()
-	})
+	state.view.Store(v)
+	t.Cleanup(func() { state.view.Store(prev) })
+}
+
+// setPeerStatus makes GET /sticky/peers answer fn until the test ends (nil:
+// the real source).
+func setPeerStatus(t *testing.T, fn func() any) {
+	prev := peerStatusSource
+	t.Cleanup(func() { peerStatusSource = prev })
+	if fn == nil {
+		fn = peerGroupsStatus
+	}
+	peerStatusSource = fn
 }
 
 // adminMux serves the module's routes the way Caddy's admin server does:
@@ -416,6 +429,23 @@ func TestAdminPinThenShow(t *testing.T) {
 	adminExpect(t, "GET", "/sticky/tables/v6/entries/fe80::1%25eth0", "", 400) // zones name interfaces, not clients
 }
 
+// TestAdminPinIdentityCap: a server identity is capped (it was accepted at
+// 64 KB before): the longest allowed is stored, one byte more is refused
+// with a message giving the limit.
+func TestAdminPinIdentityCap(t *testing.T) {
+	h := adminTable(t, "ids", sticktable.Config{Type: sticktable.KeyString}, "")
+	adminPublish(t, h)
+	longest := strings.Repeat("s", sticktable.MaxServerLen)
+	adminExpect(t, "PUT", "/sticky/tables/ids/entries/a", `{"server": "`+longest+`"}`, 200)
+	res := adminExpect(t, "PUT", "/sticky/tables/ids/entries/b", `{"server": "`+longest+`x"}`, 400)
+	if msg := res.errorText(t); !strings.Contains(msg, "1024") {
+		t.Errorf("message %q does not give the limit", msg)
+	}
+	if _, ok := h.table.Get("b"); ok {
+		t.Error("an over-long identity was stored")
+	}
+}
+
 func TestAdminPinErrors(t *testing.T) {
 	h := adminTable(t, "clients", sticktable.Config{Type: sticktable.KeyIP}, "")
 	full := adminTable(t, "full", sticktable.Config{Type: sticktable.KeyInteger, Size: 1, NoPurge: true}, "")
@@ -437,6 +467,7 @@ func TestAdminPinErrors(t *testing.T) {
 		{`{"server": "a:80"} x`, 400},
 		{`["a:80"]`, 400},
 		{`{"server": "` + strings.Repeat("x", maxBodyBytes) + `"}`, 413},
+		{`{"server": "` + strings.Repeat("x", sticktable.MaxServerLen+1) + `"}`, 400},
 	} {
 		res := adminExpect(t, "PUT", target, c.body, c.status)
 		res.errorText(t)
@@ -622,7 +653,7 @@ func TestAdminOddRequestsNeverFail500(t *testing.T) {
 						if m == "POST" && strings.HasPrefix(target, "/sticky/servers/") && res.status == 200 {
 							var st drainState
 							res.decode(t, &st)
-							drain.Set(st.Server, false)
+							state.drained.Set(st.Server, false)
 						}
 					}
 				}
@@ -634,14 +665,14 @@ func TestAdminOddRequestsNeverFail500(t *testing.T) {
 func TestAdminDrainRoundTrip(t *testing.T) {
 	for _, addr := range []string{"[2001:db8::5]:8080", "unix//run/app.sock", "web 1"} {
 		t.Run(addr, func(t *testing.T) {
-			t.Cleanup(func() { drain.Set(addr, false) })
+			t.Cleanup(func() { state.drained.Set(addr, false) })
 			target := "/sticky/servers/" + pathSegment(addr) + "/drain"
 			var st drainState
 			adminExpect(t, "POST", target, "", 200).decode(t, &st)
 			if st.Server != addr || !st.Drained || st.Changed == nil || !*st.Changed {
 				t.Fatalf("drain: %+v", st)
 			}
-			if !drain.Is(addr) {
+			if !state.drained.Is(addr) {
 				t.Fatal("not drained")
 			}
 			st = drainState{}
@@ -665,7 +696,7 @@ func TestAdminDrainRoundTrip(t *testing.T) {
 			if st.Drained || st.Changed == nil || !*st.Changed {
 				t.Fatalf("undrain: %+v", st)
 			}
-			if drain.Is(addr) {
+			if state.drained.Is(addr) {
 				t.Fatal("still drained")
 			}
 			list.Drained = nil
@@ -691,23 +722,22 @@ func TestAdminPeers(t *testing.T) {
 	if strings.TrimSpace(res.body) != "[]" {
 		t.Fatalf("peers without replication: %s", res.body)
 	}
-	t.Cleanup(func() { setPeerStatus(nil) })
-	setPeerStatus(func() any { return []map[string]any{{"name": "node2", "state": "alive"}} })
+	setPeerStatus(t, func() any { return []map[string]any{{"name": "node2", "state": "alive"}} })
 	res = adminExpect(t, "GET", "/sticky/peers", "", 200)
 	if strings.TrimSpace(res.body) != `[{"name":"node2","state":"alive"}]` {
 		t.Fatalf("peers: %s", res.body)
 	}
-	setPeerStatus(func() any { return nil })
+	setPeerStatus(t, func() any { return nil })
 	if res = adminExpect(t, "GET", "/sticky/peers", "", 200); strings.TrimSpace(res.body) != "[]" {
 		t.Fatalf("nil peers: %s", res.body)
 	}
-	setPeerStatus(func() any { return []map[string]any(nil) })
+	setPeerStatus(t, func() any { return []map[string]any(nil) })
 	if res = adminExpect(t, "GET", "/sticky/peers", "", 200); strings.TrimSpace(res.body) != "[]" {
 		t.Fatalf("nil slice of peers: %s", res.body)
 	}
-	setPeerStatus(nil)
+	setPeerStatus(t, nil)
 	if res = adminExpect(t, "GET", "/sticky/peers", "", 200); strings.TrimSpace(res.body) != "[]" {
-		t.Fatalf("peers after setPeerStatus(nil): %s", res.body)
+		t.Fatalf("peers after setPeerStatus(t, nil): %s", res.body)
 	}
 }
 
@@ -748,11 +778,9 @@ func TestAdminCookie(t *testing.T) {
 
 	// With no policy running at all, the real lookup finds nothing.
 	cookieRoutes = prev
-	if len(selection.CookieRoutes("10.0.0.11:8080", "")) == 0 {
-		res = adminExpect(t, "GET", "/sticky/cookie?server=10.0.0.11:8080", "", 404)
-		if msg := res.errorText(t); !strings.Contains(msg, "no sticky_cookie policy") {
-			t.Errorf("message %q", msg)
-		}
+	res = adminExpect(t, "GET", "/sticky/cookie?server=10.0.0.11:8080", "", 404)
+	if msg := res.errorText(t); !strings.Contains(msg, "no sticky_cookie policy") {
+		t.Errorf("message %q", msg)
 	}
 }
 

@@ -3,16 +3,14 @@ package sticky
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/peers"
+	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -20,11 +18,12 @@ func init() {
 	caddy.RegisterModule(new(App))
 }
 
-// App is the sticky app: it owns the named stick tables that stick_table
-// policies use, so that their entries outlive any one config. Tables live in
-// a process-wide pool: a reload that keeps a table's name and key type keeps
-// the very same table (entries and all) and applies a new size or expiry in
-// place; a reload that changes its key type starts an empty one.
+// App is the sticky app: the stick tables that stick_table policies use,
+// the peer groups that replicate them, drain state and snapshots. All of it
+// outlives any one config and belongs to the process's state owner (see
+// state.go): a config only plans its changes in Provision, and they are
+// applied once the whole config runs, so a config that Caddy rejects
+// changes nothing.
 //
 // With zero configuration (as when a policy asks for the app in a config
 // that has none) it does nothing and opens nothing.
@@ -38,20 +37,12 @@ type App struct {
 
 	// Keep tables across full restarts: on stop, a snapshot of every table
 	// (and of the drained servers) is written, and read back when a table
-	// is created at start. Absent: no snapshot.
+	// is created with no config running. Absent: no snapshot.
 	Persist *PersistConfig `json:"persist,omitempty"`
 
-	handles map[string]*tableHandle
-	groups  map[string]*groupHandle
-	drain   *drainReplica
-	cleaned atomic.Bool
-	logger  *zap.Logger
-	storage snapshotStore
+	plan   *plan
+	logger *zap.Logger
 }
-
-// reservedPrefix starts the names of internal tables, such as the one
-// that replicates drain state.
-const reservedPrefix = "_sticky_"
 
 // TableConfig is one stick table.
 type TableConfig struct {
@@ -87,150 +78,62 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision obtains every configured table from the pool, creating (and,
-// with persist, restoring) the ones that do not exist yet.
+// Provision validates the config and plans it against the running state:
+// kept tables and groups are referenced, new ones created, nothing that
+// runs is changed.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	a.handles = make(map[string]*tableHandle, len(a.Tables))
 	if len(a.Tables) > 0 || len(a.Peers) > 0 {
 		if err := registerTableMetrics(ctx.GetMetricsRegistry()); err != nil {
 			return err
 		}
 	}
+	var persist snapshotStore
 	if a.Persist != nil {
-		a.storage = newSnapshotStore(ctx, a.Persist)
+		persist = newSnapshotStore(ctx, a.Persist)
 	}
-	var snap *snapshotFile
-	loadSnap := sync.OnceValue(func() *snapshotFile {
-		if a.storage == nil {
-			return nil
-		}
-		f, err := a.storage.load()
-		if err != nil {
-			a.logger.Error("reading sticky snapshot; starting with empty tables", zap.Error(err))
-			return nil
-		}
-		return f
-	})
-
-	names := make([]string, 0, len(a.Tables))
-	for name := range a.Tables {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if strings.HasPrefix(name, reservedPrefix) {
-			return fmt.Errorf("table %s: names starting with %q are reserved for caddy-sticky's own tables", name, reservedPrefix)
-		}
-		tc := a.Tables[name]
-		if tc == nil {
-			tc = new(TableConfig)
-			a.Tables[name] = tc
-		}
-		cfg, err := tc.tableConfig()
-		if err != nil {
-			return fmt.Errorf("table %s: %v", name, err)
-		}
-		key := poolKey(name, cfg)
-		val, loaded, err := tablePool.LoadOrNew(key, func() (caddy.Destructor, error) {
-			t, err := sticktable.New(cfg)
-			if err != nil {
-				return nil, err
-			}
-			h := &tableHandle{key: key, name: name, table: t, logger: a.logger}
-			if snap = loadSnap(); snap != nil {
-				if n, err := snap.restore(name, t); err != nil {
-					a.logger.Error("restoring table from snapshot", zap.String("table", name), zap.Error(err))
-				} else if n > 0 {
-					a.logger.Info("restored table from snapshot", zap.String("table", name), zap.Int("entries", n))
-				}
-			}
-			return h, nil
-		})
-		if err != nil {
-			a.releaseHandles()
-			return fmt.Errorf("table %s: %v", name, err)
-		}
-		h := val.(*tableHandle)
-		a.handles[name] = h
-		if loaded {
-			if err := h.table.Reconfigure(cfg.Size, cfg.Expire); err != nil {
-				a.releaseHandles()
-				return fmt.Errorf("table %s: %v", name, err)
-			}
-			h.table.SetNoPurge(cfg.NoPurge)
-		} else if prev := registry.get(name); prev != nil && prev != h {
-			a.logger.Warn("table key type changed: the new table starts empty and the old one is dropped when the previous config stops",
-				zap.String("table", name),
-				zap.String("old_type", prev.table.Config().Type.String()),
-				zap.String("new_type", cfg.Type.String()),
-				zap.Int("dropped_entries", prev.table.Len()))
-		}
-		h.peers = tc.Peers
-	}
-	if snap = loadSnap(); snap != nil && !drainRestored.Swap(true) {
-		restoreDrain(snap)
-	}
-	if err := a.provisionPeers(ctx); err != nil {
-		a.releaseGroups()
-		a.releaseHandles()
+	p, err := state.plan(a, a.logger, persist)
+	if err != nil {
 		return err
 	}
+	a.plan = p
 	return nil
 }
 
-// Start applies this config to its peer groups and publishes its tables to
-// the admin API.
-func (a *App) Start() error {
-	if err := a.startPeers(); err != nil {
-		return err
-	}
-	for _, name := range registry.replace(a, a.handles) {
-		a.logger.Warn("table removed from the config; its entries are dropped when the previous config stops",
-			zap.String("table", name))
-	}
-	return nil
-}
+// Start commits the plan when no config runs; otherwise the plan waits
+// for the running config to stop (see state.go).
+func (a *App) Start() error { return state.start(a.plan) }
 
-// Stop writes the snapshot on a full stop. In a reload the next config has
-// already started and published its tables, so this one is no longer the
-// registry's owner and writes nothing.
-func (a *App) Stop() error {
-	if a.storage == nil || !registry.owns(a) {
-		return nil
-	}
-	if err := a.storage.save(a.handles); err != nil {
-		a.logger.Error("writing sticky snapshot", zap.Error(err))
-		return nil
-	}
-	a.logger.Info("wrote sticky snapshot", zap.Int("tables", len(a.handles)))
-	return nil
-}
+// Stop hands over to the next config, or on a full stop writes the
+// snapshot.
+func (a *App) Stop() error { return state.stop(a.plan) }
 
-// Cleanup drops this config's references; a table nobody references any
-// more is closed.
+// Cleanup drops this config's references; a table or group nobody
+// references any more is closed.
 func (a *App) Cleanup() error {
-	a.cleaned.Store(true)
-	registry.forget(a)
-	a.releaseGroups()
-	a.releaseHandles()
+	state.release(a.plan)
 	return nil
-}
-
-func (a *App) releaseHandles() {
-	for _, h := range a.handles {
-		_, _ = tablePool.Delete(h.key)
-	}
-	a.handles = nil
 }
 
 // StickTable returns the named table of this config, for policies.
 func (a *App) StickTable(name string) (*sticktable.Table, error) {
-	h, ok := a.handles[name]
-	if !ok {
-		return nil, fmt.Errorf("no stick table named %q in the sticky app (add `table %s` to the global sticky option)", name, name)
+	if a.plan != nil {
+		if u, ok := a.plan.tables[name]; ok {
+			return u.h.table, nil
+		}
 	}
-	return h.table, nil
+	return nil, fmt.Errorf("no stick table named %q in the sticky app (add `table %s` to the global sticky option)", name, name)
+}
+
+// Drained returns the process's drained servers, for policies.
+func (a *App) Drained() *drain.Set { return state.drained }
+
+// AddCookiePolicy records a sticky_cookie policy of this config for the
+// admin API's cookie lookup.
+func (a *App) AddCookiePolicy(c *selection.StickyCookie) {
+	if a.plan != nil {
+		state.addCookiePolicy(a.plan, c)
+	}
 }
 
 func (tc *TableConfig) tableConfig() (sticktable.Config, error) {
@@ -262,9 +165,11 @@ func (tc *TableConfig) tableConfig() (sticktable.Config, error) {
 
 // Interface guards
 var (
-	_ caddy.App          = (*App)(nil)
-	_ caddy.Provisioner  = (*App)(nil)
-	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddy.App                = (*App)(nil)
+	_ caddy.Provisioner        = (*App)(nil)
+	_ caddy.CleanerUpper       = (*App)(nil)
+	_ selection.TableSource    = (*App)(nil)
+	_ selection.CookieRegistry = (*App)(nil)
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

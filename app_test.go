@@ -12,8 +12,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-
-	"github.com/caddy-sticky/sticky/internal/drain"
 )
 
 func newApp(t *testing.T, cfg string) (*App, func()) {
@@ -102,21 +100,20 @@ func TestReloadWithNewTypeStartsEmptyAndRemovalDrops(t *testing.T) {
 	if _, err := b.StickTable("gone"); err == nil {
 		t.Error("removed table still served")
 	}
-	if refs, ok := tablePool.References(poolKey("gone", ta.Config())); ok || refs != 0 {
-		t.Errorf("removed table still pooled (%d refs)", refs)
+	if pooled(poolKey("gone", ta.Config())) {
+		t.Error("removed table still pooled")
 	}
-	if registry.get("s") == nil || registry.get("s").table != tb {
+	if state.table("s") == nil || state.table("s").table != tb {
 		t.Error("admin registry does not show the new config's table")
 	}
 	stop(t, b)
-	if registry.get("s") != nil {
+	if state.table("s") != nil {
 		t.Error("registry still lists tables after the last config stopped")
 	}
 }
 
 func TestPersistRoundTripWithDrain(t *testing.T) {
-	drain.Replace(nil)
-	defer drain.Replace(nil)
+	freshState(t)
 	path := filepath.Join(t.TempDir(), "snap")
 	cfg := `{"persist": {"path": "` + path + `"}, "tables": {"a": {"type": "string"}, "b": {"type": "integer"}}}`
 	app, _ := newApp(t, cfg)
@@ -124,11 +121,10 @@ func TestPersistRoundTripWithDrain(t *testing.T) {
 	tb, _ := app.StickTable("b")
 	_, _ = ta.Store("alice", "web1:80")
 	_, _ = tb.Store("42", "web2:80")
-	drain.Set("web3:80", true)
+	state.drained.Set("web3:80", true)
 	stop(t, app)
 
-	drain.Replace(nil)
-	drainRestored.Store(false)
+	state = newStateOwner() // a new process
 	app2, _ := newApp(t, cfg)
 	ta2, _ := app2.StickTable("a")
 	tb2, _ := app2.StickTable("b")
@@ -138,7 +134,7 @@ func TestPersistRoundTripWithDrain(t *testing.T) {
 	if e, ok := tb2.Get("42"); !ok || e.Server != "web2:80" {
 		t.Errorf("42 not restored: %+v %v", e, ok)
 	}
-	if !drain.Is("web3:80") {
+	if !state.drained.Is("web3:80") {
 		t.Error("drain state not restored")
 	}
 	stop(t, app2)
@@ -231,20 +227,20 @@ func TestPeerGroupReloadSemantics(t *testing.T) {
 	}
 	bind := "127.0.0.1:" + itoa(port)
 	a, _ := newApp(t, cfg(bind, s1))
-	ga := a.groups["c"].group
+	ga := groupOf(t, a, "c").group
 	if got := ga.Tables(); !reflect.DeepEqual(got, []string{drainTableName, "t"}) {
 		t.Fatalf("attached tables: %v", got)
 	}
 	b := reload(t, a, cfg(bind, s2, s1))
-	if b.groups["c"].group != ga {
+	if groupOf(t, b, "c").group != ga {
 		t.Fatal("a secret change must keep the running group (same sockets, same members)")
 	}
-	if got := b.groups["c"].cfg.Secrets; len(got) != 2 || got[0] != s2 {
+	if got := groupOf(t, b, "c").cfg.Secrets; len(got) != 2 || got[0] != s2 {
 		t.Errorf("secrets not updated in place: %v", got)
 	}
 	other := "127.0.0.1:" + itoa(freeUDPTCPPort(t))
 	c := reload(t, b, cfg(other, s2))
-	if c.groups["c"].group == ga {
+	if groupOf(t, c, "c").group == ga {
 		t.Error("a bind change must start a new group")
 	}
 	if got := peerGroupsStatus().([]peerGroupStatus); len(got) != 1 || got[0].Address == "" {
@@ -265,7 +261,7 @@ func TestTableNamingUnknownGroupFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `no peer group named "nope"`) {
 		t.Errorf("error %v", err)
 	}
-	if _, ok := tablePool.References(poolKey("t", sticktableConfigString())); ok {
+	if pooled(poolKey("t", sticktableConfigString())) {
 		t.Error("a failed provision must release its tables")
 	}
 }
@@ -280,36 +276,34 @@ func TestPeerGroupWithoutSecretFails(t *testing.T) {
 	}
 }
 
-func TestDrainReplicaMirrorsBothWays(t *testing.T) {
-	drain.Replace(nil)
-	defer drain.Replace(nil)
-	drain.Set("pre:1", true)
-	r, err := newDrainReplica()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Destruct()
-	if _, ok := r.table.Get("pre:1"); !ok {
+func TestDrainTableMirrorsBothWays(t *testing.T) {
+	freshState(t)
+	state.drained.Set("pre:1", true)
+	bind := "127.0.0.1:" + itoa(freeUDPTCPPort(t))
+	a, _ := newApp(t, `{"peers": {"c": {"name": "n1", "bind": "`+bind+`", "secrets": ["MDEyMzQ1Njc4OWFiY2RlZg=="]}}}`)
+	defer stop(t, a)
+	tbl := state.drainTable
+	if _, ok := tbl.Get("pre:1"); !ok {
 		t.Error("a drain made before replication started is not in the table")
 	}
-	drain.Set("local:1", true)
-	if _, ok := r.table.Get("local:1"); !ok {
+	state.drained.Set("local:1", true)
+	if _, ok := tbl.Get("local:1"); !ok {
 		t.Error("a local drain did not reach the table")
 	}
-	drain.Set("pre:1", false)
-	if _, ok := r.table.Get("pre:1"); ok {
+	state.drained.Set("pre:1", false)
+	if _, ok := tbl.Get("pre:1"); ok {
 		t.Error("a local undrain did not reach the table")
 	}
 	// a peer's drain arrives in the table: the drain set follows
-	if _, err := r.table.Pin("remote:1", "drained"); err != nil {
+	if _, err := tbl.Pin("remote:1", "drained"); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !drain.Is("remote:1") && time.Now().Before(deadline) {
+	for !state.drained.Is("remote:1") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !drain.Is("remote:1") || !drain.Is("local:1") || drain.Is("pre:1") {
-		t.Errorf("drain set after a remote change: %v", drain.List())
+	if !state.drained.Is("remote:1") || !state.drained.Is("local:1") || state.drained.Is("pre:1") {
+		t.Errorf("drain set after a remote change: %v", state.drained.List())
 	}
 }
 
@@ -322,7 +316,7 @@ func TestFailedReloadLeavesRunningGroupAlone(t *testing.T) {
 	a, _ := newApp(t, `{"peers": {"c": {"name": "n1", "bind": "`+bind+`", "secrets": ["`+s1+`"]}},
 		"tables": {"t": {"peers": "c"}}}`)
 	defer stop(t, a)
-	ga := a.groups["c"].group
+	ga := groupOf(t, a, "c").group
 	next := new(App)
 	_ = json.Unmarshal([]byte(`{"peers": {"c": {"name": "n1", "bind": "`+bind+`", "secrets": ["`+s2+`"]}},
 		"tables": {"t": {}}}`), next)
@@ -335,7 +329,7 @@ func TestFailedReloadLeavesRunningGroupAlone(t *testing.T) {
 	if got := ga.Tables(); !slices.Contains(got, "t") {
 		t.Errorf("the running config's table t stopped replicating after a failed reload: %v", got)
 	}
-	if got := a.groups["c"].cfg.Secrets; got[0] != s1 {
+	if got := groupOf(t, a, "c").cfg.Secrets; got[0] != s1 {
 		t.Errorf("the running group took the failed reload's secrets: %v", got)
 	}
 }
@@ -347,11 +341,11 @@ func TestAbortedStartKeepsRegistry(t *testing.T) {
 	b, _ := newApp(t, `{"tables": {"rt": {}}}`)
 	_ = b.Stop()
 	_ = b.Cleanup()
-	if registry.get("rt") == nil {
+	if state.table("rt") == nil {
 		t.Error("the running config's table disappeared from the admin API")
 	}
 	stop(t, a)
-	if registry.get("rt") != nil {
+	if state.table("rt") != nil {
 		t.Error("tables still listed after the last config stopped")
 	}
 }
@@ -390,7 +384,7 @@ func TestRenameNodeOnSameBindNeedsRestart(t *testing.T) {
 		t.Errorf("error %v, want one that says a restart is needed", err)
 	}
 	_ = next.Cleanup()
-	if a.groups["c"].group.Tables() == nil {
+	if groupOf(t, a, "c").group.Tables() == nil {
 		t.Error("the running group lost its tables")
 	}
 }

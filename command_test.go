@@ -16,7 +16,6 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
-	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
@@ -276,12 +275,12 @@ func TestCLIClear(t *testing.T) {
 func TestCLIDrain(t *testing.T) {
 	addr := cliServer(t)
 	const server = "[2001:db8::7]:8080"
-	t.Cleanup(func() { drain.Set(server, false) })
+	t.Cleanup(func() { state.drained.Set(server, false) })
 
 	if out := cliOK(t, addr, "drain", server); out != "drained "+server+": no new users go there, stuck users stay\n" {
 		t.Fatalf("drain: %q", out)
 	}
-	if !drain.Is(server) {
+	if !state.drained.Is(server) {
 		t.Fatal("not drained")
 	}
 	if out := cliOK(t, addr, "drain", server); out != server+" was already drained\n" {
@@ -293,13 +292,13 @@ func TestCLIDrain(t *testing.T) {
 	if out := cliOK(t, addr, "undrain", server); out != "undrained "+server+": it takes new users again\n" {
 		t.Fatalf("undrain: %q", out)
 	}
-	if drain.Is(server) {
+	if state.drained.Is(server) {
 		t.Fatal("still drained")
 	}
 	if out := cliOK(t, addr, "undrain", server); out != server+" was not drained\n" {
 		t.Fatalf("undrain again: %q", out)
 	}
-	if len(drain.List()) == 0 {
+	if len(state.drained.List()) == 0 {
 		if out := cliOK(t, addr, "servers"); out != "no drained servers\n" {
 			t.Fatalf("servers: %q", out)
 		}
@@ -338,8 +337,7 @@ func TestCLIPeers(t *testing.T) {
 	if out := cliOK(t, addr, "peers"); out != "no peers\n" {
 		t.Fatalf("peers: %q", out)
 	}
-	t.Cleanup(func() { setPeerStatus(nil) })
-	setPeerStatus(func() any { return []map[string]string{{"name": "node2"}} })
+	setPeerStatus(t, func() any { return []map[string]string{{"name": "node2"}} })
 	if out := cliOK(t, addr, "peers"); !strings.Contains(out, `"name": "node2"`) {
 		t.Fatalf("peers: %q", out)
 	}

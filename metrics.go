@@ -49,7 +49,7 @@ func (tableCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect reads each table's counters.
 func (tableCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, h := range registry.list() {
+	for _, h := range state.tableList() {
 		st := h.table.Stats()
 		name := h.name
 		gauge := func(d *prometheus.Desc, v float64) {
@@ -73,7 +73,7 @@ func (tableCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descApplied, st.Applied)
 		counter(descStale, st.Stale)
 	}
-	for _, h := range groups.list() {
+	for _, h := range state.groupList() {
 		st := h.group.Stats()
 		g := h.name
 		c := func(d *prometheus.Desc, v uint64, labels ...string) {

@@ -35,3 +35,30 @@ func freeUDPTCPPort(t *testing.T) int {
 }
 
 func sticktableConfigString() sticktable.Config { return sticktable.Config{} }
+
+// freshState gives the test a state owner of its own, as a new process
+// would have, and puts the previous one back when the test ends.
+func freshState(t *testing.T) {
+	t.Helper()
+	prev := state
+	state = newStateOwner()
+	t.Cleanup(func() { state = prev })
+}
+
+// pooled reports whether the state owner holds a table under key.
+func pooled(key string) bool {
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	_, ok := state.tables[key]
+	return ok
+}
+
+// groupOf returns the peer group a's config uses under name.
+func groupOf(t *testing.T, a *App, name string) *groupHandle {
+	t.Helper()
+	u, ok := a.plan.groups[name]
+	if !ok {
+		t.Fatalf("config has no group %s", name)
+	}
+	return u.h
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,8 +14,6 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-
-	"github.com/caddy-sticky/sticky/internal/drain"
 )
 
 // tableSite starts Caddy with a sticky table and a stick_table policy.
@@ -151,19 +150,20 @@ func TestLearnJSESSIONIDFromResponse(t *testing.T) {
 }
 
 func TestDrainKeepsStuckUsersAndTakesNoNewOnes(t *testing.T) {
-	drain.Replace(nil)
-	t.Cleanup(func() { drain.Replace(nil) })
 	bs := startBackends(t, 3)
-	port := tableSite(t, bs, `		table users`, `stick_table users {
+	adminPort, port := freePort(t), freePort(t)
+	loadCaddy(t, adapt(t, tableConfig(t, port, bs, `		table users`, `stick_table users {
 			on {header.X-User}
 			fallback round_robin
-		}`, "")
+		}`, "", fmt.Sprintf("admin 127.0.0.1:%d", adminPort))))
 	on := map[string]string{}
 	for i := 0; i < 30; i++ {
 		u := fmt.Sprintf("u%d", i)
 		on[u] = as(t, port, u, "").Body
 	}
-	drain.Set(bs[0].Addr, true)
+	drainPath := "/sticky/servers/" + url.PathEscape(bs[0].Addr) + "/drain"
+	adminJSON(t, adminPort, "POST", drainPath, "", 200, nil)
+	t.Cleanup(func() { adminCall(t, adminPort, "DELETE", drainPath, "") })
 	for u, b := range on {
 		r := as(t, port, u, "")
 		if r.Body != b {

@@ -183,3 +183,25 @@ func splitHostPort(s string) (string, int, error) {
 	}
 	return host, int(p), nil
 }
+
+// Validate reports what NewGroup or SetSecrets would refuse in c, without
+// opening anything: a config reload checks every group before it changes
+// any.
+func (c Config) Validate() error {
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	if _, err := c.keys(); err != nil {
+		return err
+	}
+	if _, _, err := splitHostPort(c.Bind); err != nil {
+		return fmt.Errorf("peers: bind %q: %v", c.Bind, err)
+	}
+	if c.Advertise != "" {
+		if _, _, err := splitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("peers: advertise %q: %v", c.Advertise, err)
+		}
+	}
+	return nil
+}

@@ -928,3 +928,11 @@ func entryHash(keyHash uint64, c *sticktable.Change) uint64 {
 	}
 	return hashmix.Fmix64(h)
 }
+
+// Secrets returns the keys the group runs with now, as configured (the
+// first one sends).
+func (g *Group) Secrets() []string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return slices.Clone(g.cfg.Secrets)
+}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/haproxycookie"
 )
 
@@ -129,6 +130,7 @@ type StickyCookie struct {
 	inserts    interface{ Inc() }
 	uncached   interface{ Inc() }
 	created    *reverseproxy.HTTPTransport
+	drained    *drain.Set
 	now        func() time.Time
 }
 
@@ -150,7 +152,12 @@ func (s *StickyCookie) Provision(ctx caddy.Context) error {
 	if s.created, err = attachResponseHook(ctx, s); err != nil {
 		return err
 	}
-	registerCookiePolicy(s)
+	st, err := stickyState(ctx)
+	if err != nil {
+		return err
+	}
+	s.drained = st.Drained()
+	st.AddCookiePolicy(s)
 	return nil
 }
 
@@ -214,7 +221,6 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 
 // Cleanup releases the transport the policy had to create for its handler.
 func (s *StickyCookie) Cleanup() error {
-	unregisterCookiePolicy(s)
 	if s.created != nil {
 		return s.created.Cleanup()
 	}
@@ -352,7 +358,7 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 		}
 	}
 
-	up := selectExcluding(s.fallback, pool, r, w, nil)
+	up := selectExcluding(s.fallback, s.drained, pool, r, w, nil)
 	if up == nil {
 		s.counts.inc(outcome)
 		setOutcomePlaceholder(r, outcome)
@@ -369,7 +375,7 @@ func (s *StickyCookie) reselect(pool reverseproxy.UpstreamPool, r *http.Request,
 	if prev.server != nil {
 		tried = append(tried[:len(tried):len(tried)], prev.server.dial)
 	}
-	up := selectExcluding(s.fallback, pool, r, w, tried)
+	up := selectExcluding(s.fallback, s.drained, pool, r, w, tried)
 	if up == nil {
 		return nil
 	}

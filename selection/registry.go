@@ -1,28 +1,6 @@
 package selection
 
-import (
-	"sort"
-	"sync"
-)
-
-// cookiePolicies lists the provisioned sticky_cookie policies, for the admin
-// API's cookie lookup; it is read at request time and never through a config.
-var cookiePolicies = struct {
-	sync.RWMutex
-	m map[*StickyCookie]struct{}
-}{m: map[*StickyCookie]struct{}{}}
-
-func registerCookiePolicy(s *StickyCookie) {
-	cookiePolicies.Lock()
-	cookiePolicies.m[s] = struct{}{}
-	cookiePolicies.Unlock()
-}
-
-func unregisterCookiePolicy(s *StickyCookie) {
-	cookiePolicies.Lock()
-	delete(cookiePolicies.m, s)
-	cookiePolicies.Unlock()
-}
+import "sort"
 
 // CookieRoute is a cookie that sends a request to a server.
 type CookieRoute struct {
@@ -35,16 +13,13 @@ type CookieRoute struct {
 	Mode string `json:"mode"`
 }
 
-// CookieRoutes returns, for every running sticky_cookie policy whose cookie
-// is named cookie (all policies when cookie is empty), the value that routes
-// to server, a dial address such as 10.0.0.11:8080. Policies of a config that
-// is being replaced may appear until it stops; duplicates are folded.
-func CookieRoutes(server, cookie string) []CookieRoute {
-	cookiePolicies.RLock()
-	defer cookiePolicies.RUnlock()
+// CookieRoutes returns, for every policy whose cookie is named cookie (all
+// policies when cookie is empty), the value that routes to server, a dial
+// address such as 10.0.0.11:8080. Duplicates are folded.
+func CookieRoutes(policies []*StickyCookie, server, cookie string) []CookieRoute {
 	seen := map[CookieRoute]bool{}
 	var out []CookieRoute
-	for s := range cookiePolicies.m {
+	for _, s := range policies {
 		if cookie != "" && s.Name != cookie {
 			continue
 		}

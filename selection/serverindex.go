@@ -176,15 +176,15 @@ func normalizeDial(addr string) string {
 // user: never a drained server, and not one that already failed during this
 // request. When that leaves nothing available it lets the fallback choose
 // among all of them: a drained or retried server beats failing the request.
-func selectExcluding(fb reverseproxy.Selector, pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, exclude []string) *reverseproxy.Upstream {
-	drained := drain.Any()
+func selectExcluding(fb reverseproxy.Selector, drainSet *drain.Set, pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, exclude []string) *reverseproxy.Upstream {
+	drained := drainSet.Any()
 	if len(exclude) == 0 && !drained {
 		return fb.Select(pool, r, w)
 	}
 	filtered := make(reverseproxy.UpstreamPool, 0, len(pool))
 	available := false
 	for _, up := range pool {
-		if containsString(exclude, up.Dial) || (drained && drain.Is(up.Dial)) {
+		if containsString(exclude, up.Dial) || (drained && drainSet.Is(up.Dial)) {
 			continue
 		}
 		filtered = append(filtered, up)

@@ -26,12 +26,6 @@ func init() {
 	caddy.RegisterModule(new(StickTable))
 }
 
-// TableSource is what the stick_table policy needs from the sticky app: the
-// tables outlive configs, so the policy borrows them rather than owning them.
-type TableSource interface {
-	StickTable(name string) (*sticktable.Table, error)
-}
-
 // StickTable is stick-table persistence, as HAProxy's `stick on`, `stick
 // match`, `stick store-request` and `stick store-response`: keys taken from
 // the request (client IP, a header, a cookie, anything a placeholder gives)
@@ -73,6 +67,7 @@ type StickTable struct {
 
 	fallback reverseproxy.Selector
 	table    *sticktable.Table
+	drained  *drain.Set
 	rules    []compiledRule
 	varKey   string
 	logger   *zap.Logger
@@ -172,17 +167,14 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 		return fmt.Errorf("first_choice must be hash (or absent), not %q", p.FirstChoice)
 	}
 
-	appIface, err := ctx.App("sticky")
+	src, err := stickyState(ctx)
 	if err != nil {
-		return fmt.Errorf("getting the sticky app: %v", err)
-	}
-	src, ok := appIface.(TableSource)
-	if !ok {
-		return fmt.Errorf("the sticky app (%T) does not provide tables", appIface)
+		return err
 	}
 	if p.table, err = src.StickTable(p.Table); err != nil {
 		return err
 	}
+	p.drained = src.Drained()
 	return p.load(ctx)
 }
 
@@ -265,7 +257,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 			default:
 				hit = up
 				d.outcome = OutcomeHit
-				if drain.Any() && drain.Is(up.Dial) {
+				if p.drained.Any() && p.drained.Is(up.Dial) {
 					d.outcome = OutcomeDrained
 				}
 			}
@@ -316,23 +308,23 @@ func (p *StickTable) finish(vars map[string]any, r *http.Request, d *tableDecisi
 // chooseNew places a user who is not (or no longer) stuck.
 func (p *StickTable) chooseNew(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, hashKey string, exclude []string) *reverseproxy.Upstream {
 	if p.FirstChoice == "hash" && hashKey != "" {
-		if up := rendezvous(pool, hashKey, exclude); up != nil {
+		if up := rendezvous(p.drained, pool, hashKey, exclude); up != nil {
 			return up
 		}
 	}
-	return selectExcluding(p.fallback, pool, r, w, exclude)
+	return selectExcluding(p.fallback, p.drained, pool, r, w, exclude)
 }
 
 // rendezvous returns the available, undrained upstream with the highest
 // hash of (server, key): every instance computes the same answer from the
 // key alone, and removing a server only moves the keys it had.
-func rendezvous(pool reverseproxy.UpstreamPool, key string, exclude []string) *reverseproxy.Upstream {
+func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string, exclude []string) *reverseproxy.Upstream {
 	kh := xxhash.Sum64String(key)
 	var best *reverseproxy.Upstream
 	var bestScore uint64
-	drained := drain.Any()
+	drained := drainSet.Any()
 	for _, up := range pool {
-		if !up.Available() || containsString(exclude, up.Dial) || (drained && drain.Is(up.Dial)) {
+		if !up.Available() || containsString(exclude, up.Dial) || (drained && drainSet.Is(up.Dial)) {
 			continue
 		}
 		if score := hashmix.Splitmix64(xxhash.Sum64String(up.Dial) ^ kh); best == nil || score > bestScore {

@@ -15,12 +15,12 @@ func TestRendezvousMovesOnlyWhatItMust(t *testing.T) {
 	const keys = 5000
 	before := make([]*reverseproxy.Upstream, keys)
 	for i := range before {
-		before[i] = rendezvous(pool, fmt.Sprintf("user-%d", i), nil)
+		before[i] = rendezvous(nil, pool, fmt.Sprintf("user-%d", i), nil)
 	}
 	// same answer every time, and for a copy of the pool in another order
 	shuffled := dynamicPool(pool, 4, 2, 0, 3, 1)
 	for i := range before {
-		if got := rendezvous(shuffled, fmt.Sprintf("user-%d", i), nil); got.Dial != before[i].Dial {
+		if got := rendezvous(nil, shuffled, fmt.Sprintf("user-%d", i), nil); got.Dial != before[i].Dial {
 			t.Fatalf("user-%d: %s, then %s with the pool reordered", i, before[i].Dial, got.Dial)
 		}
 	}
@@ -28,7 +28,7 @@ func TestRendezvousMovesOnlyWhatItMust(t *testing.T) {
 	removed := reverseproxy.UpstreamPool{pool[0], pool[1], pool[3], pool[4]}
 	moved := 0
 	for i := range before {
-		got := rendezvous(removed, fmt.Sprintf("user-%d", i), nil)
+		got := rendezvous(nil, removed, fmt.Sprintf("user-%d", i), nil)
 		if got.Dial != before[i].Dial {
 			moved++
 			if before[i] != pool[2] {
@@ -46,7 +46,7 @@ func TestRendezvousMovesOnlyWhatItMust(t *testing.T) {
 	grown := append(append(reverseproxy.UpstreamPool{}, pool...), newPool(6)[5])
 	moved = 0
 	for i := range before {
-		got := rendezvous(grown, fmt.Sprintf("user-%d", i), nil)
+		got := rendezvous(nil, grown, fmt.Sprintf("user-%d", i), nil)
 		if got.Dial != before[i].Dial {
 			moved++
 			if got != grown[5] {
@@ -60,8 +60,8 @@ func TestRendezvousMovesOnlyWhatItMust(t *testing.T) {
 	// excluded (failed) servers are skipped
 	for i := 0; i < 100; i++ {
 		k := fmt.Sprintf("user-%d", i)
-		first := rendezvous(pool, k, nil)
-		if second := rendezvous(pool, k, []string{first.Dial}); second == nil || second == first {
+		first := rendezvous(nil, pool, k, nil)
+		if second := rendezvous(nil, pool, k, []string{first.Dial}); second == nil || second == first {
 			t.Fatalf("%s: exclusion ignored", k)
 		}
 	}

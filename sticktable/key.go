@@ -93,6 +93,10 @@ var (
 	// ErrEmptyServer is returned when storing an empty server name, which
 	// would be indistinguishable from a deletion.
 	ErrEmptyServer = errors.New("sticktable: empty server")
+	// ErrServerTooLong is returned for a server identity longer than
+	// MaxServerLen bytes: identities are dial addresses or short names, and
+	// every one is kept in memory, replicated and persisted.
+	ErrServerTooLong = fmt.Errorf("sticktable: server identity longer than %d bytes", MaxServerLen)
 	// ErrTooManyServers is returned when a shard already references 65535
 	// distinct server (or node) names; server identities are interned into
 	// 16-bit indices to keep entries small.

@@ -302,13 +302,10 @@ func (t *Table) Config() Config {
 // the shard count is refused. While a shrink is in progress Len may still
 // exceed the new size (never the old one).
 func (t *Table) Reconfigure(size int, expire time.Duration) error {
-	size, expire, err := checkSizeExpire(size, expire)
-	if err != nil {
+	if err := t.CheckReconfigure(size, expire); err != nil {
 		return err
 	}
-	if n := t.eng.shardCount(); size < n {
-		return fmt.Errorf("sticktable: size %d is below this table's %d shards; recreate the table", size, n)
-	}
+	size, expire, _ = checkSizeExpire(size, expire)
 	t.cfgMu.Lock()
 	defer t.cfgMu.Unlock()
 	oldExpire, oldRet := t.expire.Load(), t.retention.Load()
@@ -323,6 +320,20 @@ func (t *Table) Reconfigure(size int, expire time.Duration) error {
 		t.eng.capExpiry(now+int64(expire), now+t.retention.Load())
 	}
 	t.eng.resize(size, now)
+	return nil
+}
+
+// CheckReconfigure reports whether Reconfigure(size, expire) would be
+// accepted, without changing anything: a config reload validates every
+// change before it applies any.
+func (t *Table) CheckReconfigure(size int, expire time.Duration) error {
+	size, _, err := checkSizeExpire(size, expire)
+	if err != nil {
+		return err
+	}
+	if n := t.eng.shardCount(); size < n {
+		return fmt.Errorf("sticktable: size %d is below this table's %d shards; recreate the table", size, n)
+	}
 	return nil
 }
 
@@ -486,9 +497,23 @@ func (t *Table) Pin(key, server string) (Entry, error) {
 	return t.storeKey(k, server, OpPin)
 }
 
-func (t *Table) storeKey(k Key, server string, op Op) (e Entry, err error) {
+// MaxServerLen bounds a server identity (a dial address or a configured
+// name), the same bound peers put on the wire.
+const MaxServerLen = 1024
+
+func checkServer(server string) error {
 	if server == "" {
-		return Entry{}, ErrEmptyServer
+		return ErrEmptyServer
+	}
+	if len(server) > MaxServerLen {
+		return ErrServerTooLong
+	}
+	return nil
+}
+
+func (t *Table) storeKey(k Key, server string, op Op) (e Entry, err error) {
+	if err := checkServer(server); err != nil {
+		return Entry{}, err
 	}
 	now := t.now()
 	switch {
@@ -602,8 +627,8 @@ func (t *Table) Apply(c Change) (bool, error) {
 		}
 		return raised, nil
 	case OpStore, OpRefresh, OpPin:
-		if c.Server == "" {
-			return false, ErrEmptyServer
+		if err := checkServer(c.Server); err != nil {
+			return false, err
 		}
 	case OpDelete:
 	default:

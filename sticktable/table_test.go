@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -583,4 +584,27 @@ func TestSetNoPurgeInPlace(t *testing.T) {
 	if _, ok := tb.Get("1"); ok {
 		t.Error("the least recently used key should have been evicted")
 	}
+}
+
+func TestServerIdentityCap(t *testing.T) {
+	tbl, _ := newTestTable(t, Config{Type: KeyString}, Options{})
+	ok := strings.Repeat("s", MaxServerLen)
+	if _, err := tbl.Store("a", ok); err != nil {
+		t.Fatalf("the longest allowed identity was refused: %v", err)
+	}
+	long := ok + "x"
+	if _, err := tbl.Store("b", long); !errors.Is(err, ErrServerTooLong) {
+		t.Errorf("Store: %v", err)
+	}
+	if _, err := tbl.Pin("b", long); !errors.Is(err, ErrServerTooLong) {
+		t.Errorf("Pin: %v", err)
+	}
+	k, _ := tbl.ParseKey("b")
+	if _, err := tbl.Apply(Change{Op: OpStore, Key: k, Server: long, Version: 1 << 40, Node: "n", TTL: time.Minute}); !errors.Is(err, ErrServerTooLong) {
+		t.Errorf("Apply: %v", err)
+	}
+	if _, found := tbl.Get("b"); found {
+		t.Error("an over-long identity was stored")
+	}
+	mustCheck(t, tbl)
 }

@@ -1,7 +1,7 @@
 // Package drain holds which servers are drained: they keep the users stuck
-// to them and get no new ones. The state is process-wide, so it survives
-// config reloads; selection policies read it on every new user without a
-// lock.
+// to them and get no new ones. A Set is read by the selection policies on
+// every new user without a lock; the sticky app's state owner holds the one
+// Set of the process, so drains survive config reloads.
 package drain
 
 import (
@@ -10,43 +10,58 @@ import (
 	"sync/atomic"
 )
 
-var (
+// Set is a set of drained servers (dial addresses or configured names).
+// The nil *Set is an empty set that cannot change, so policies provisioned
+// without the sticky app (unit tests) need no special case.
+type Set struct {
 	mu       sync.Mutex
 	current  atomic.Pointer[map[string]struct{}]
 	observer atomic.Pointer[func(server string, drained bool)]
 	// generation counts changes, so a reader that computed a new set from
 	// elsewhere can tell whether a local change raced it
 	generation atomic.Uint64
-)
+}
 
-// Generation returns a number that changes whenever the drained set does.
-func Generation() uint64 { return generation.Load() }
+// New returns an empty set.
+func New() *Set { return new(Set) }
+
+// Generation returns a number that changes whenever the set does.
+func (s *Set) Generation() uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.generation.Load()
+}
 
 // ReplaceIf is Replace, done only if no change happened since Generation
 // returned gen; it reports whether it replaced.
-func ReplaceIf(gen uint64, servers []string) bool {
-	mu.Lock()
-	defer mu.Unlock()
-	if generation.Load() != gen {
+func (s *Set) ReplaceIf(gen uint64, servers []string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.generation.Load() != gen {
 		return false
 	}
-	replaceLocked(servers)
+	s.replaceLocked(servers)
 	return true
 }
 
 // SetObserver installs fn to hear about every drain or undrain made through
-// Set (not Replace), so the change can be replicated; nil removes it.
-func SetObserver(fn func(server string, drained bool)) {
+// Set (not Replace), so the change can be recorded and replicated; nil
+// removes it.
+func (s *Set) SetObserver(fn func(server string, drained bool)) {
 	if fn == nil {
-		observer.Store(nil)
+		s.observer.Store(nil)
 		return
 	}
-	observer.Store(&fn)
+	s.observer.Store(&fn)
 }
 
-// Is reports whether server (a dial address or configured name) is drained.
-func Is(server string) bool {
-	m := current.Load()
+// Is reports whether server is drained.
+func (s *Set) Is(server string) bool {
+	if s == nil {
+		return false
+	}
+	m := s.current.Load()
 	if m == nil {
 		return false
 	}
@@ -56,17 +71,23 @@ func Is(server string) bool {
 
 // Any reports whether any server is drained, so callers skip filtering in
 // the common case.
-func Any() bool {
-	m := current.Load()
+func (s *Set) Any() bool {
+	if s == nil {
+		return false
+	}
+	m := s.current.Load()
 	return m != nil && len(*m) > 0
 }
 
 // Set drains or undrains server and reports whether that changed anything.
-func Set(server string, drained bool) bool {
-	mu.Lock()
-	defer mu.Unlock()
-	old := current.Load()
-	_, was := lookup(old, server)
+func (s *Set) Set(server string, drained bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.current.Load()
+	was := false
+	if old != nil {
+		_, was = (*old)[server]
+	}
 	if was == drained {
 		return false
 	}
@@ -81,17 +102,20 @@ func Set(server string, drained bool) bool {
 	} else {
 		delete(next, server)
 	}
-	current.Store(&next)
-	generation.Add(1)
-	if fn := observer.Load(); fn != nil {
+	s.current.Store(&next)
+	s.generation.Add(1)
+	if fn := s.observer.Load(); fn != nil {
 		(*fn)(server, drained)
 	}
 	return true
 }
 
 // List returns the drained servers, sorted.
-func List() []string {
-	m := current.Load()
+func (s *Set) List() []string {
+	if s == nil {
+		return nil
+	}
+	m := s.current.Load()
 	if m == nil {
 		return nil
 	}
@@ -104,28 +128,21 @@ func List() []string {
 }
 
 // Replace sets the drained servers to exactly servers, as a restored
-// snapshot says.
-func Replace(servers []string) {
-	mu.Lock()
-	defer mu.Unlock()
-	replaceLocked(servers)
+// snapshot or a replicated table says. The observer is not told: the
+// caller already holds the state it replaces from.
+func (s *Set) Replace(servers []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replaceLocked(servers)
 }
 
-func replaceLocked(servers []string) {
+func (s *Set) replaceLocked(servers []string) {
 	next := make(map[string]struct{}, len(servers))
-	for _, s := range servers {
-		next[s] = struct{}{}
+	for _, v := range servers {
+		next[v] = struct{}{}
 	}
-	current.Store(&next)
-	generation.Add(1)
-}
-
-func lookup(m *map[string]struct{}, k string) (struct{}, bool) {
-	if m == nil {
-		return struct{}{}, false
-	}
-	v, ok := (*m)[k]
-	return v, ok
+	s.current.Store(&next)
+	s.generation.Add(1)
 }
 
 func size(m *map[string]struct{}) int {
