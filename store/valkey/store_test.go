@@ -106,14 +106,17 @@ func TestChangesReachOtherCaches(t *testing.T) {
 	if srv, _, _ := b.table.Lookup(bg(), kb); srv != "s1" {
 		t.Fatalf("b: %q", srv)
 	}
+	eventually(t, 2*time.Second, "b caching s1", func() bool { return b.localServer(kb) == "s1" })
 
 	start := time.Now()
 	if err := a.table.Pin(bg(), ka, "s2"); err != nil {
 		t.Fatal(err)
 	}
-	gone := eventually(t, 2*time.Second, "b's copy of the pinned key dropped", func() bool { return b.localServer(kb) != "s1" })
+	called := time.Since(start)
+	eventually(t, 2*time.Second, "b's copy of the pinned key dropped", func() bool { return b.localServer(kb) != "s1" })
+	gone := time.Since(start)
 	eventually(t, 2*time.Second, "b's cache refetching the pinned server", func() bool { return b.localServer(kb) == "s2" })
-	t.Logf("pin on a reached b's cache after %v (call included: %v)", gone, time.Since(start))
+	t.Logf("pin call %v; b's old copy gone %v after the call began, new one cached after %v", called, gone, time.Since(start))
 
 	// Re-stick is conditional: b saw s2 fail and moves the key to s3; a
 	// saw s2 fail too but loses the race and adopts s3.
