@@ -77,6 +77,10 @@ type Store struct {
 
 	calls atomic.Uint64 // calls sent to the server, for Stats
 	inval atomic.Uint64
+
+	// evicted, when set, is called after an invalidation dropped a local
+	// copy (benchmarks measure the invalidation delay with it).
+	evicted atomic.Pointer[func(table string, k sticktable.Key)]
 }
 
 // Stats are counters of one Store, for tests and benchmarks.
@@ -375,6 +379,9 @@ func (s *Store) invalidate(key string) {
 	tb.evict(k)
 	s.inval.Add(1)
 	s.m.invalidations.Inc()
+	if fn := s.evicted.Load(); fn != nil {
+		(*fn)(tb.name, k)
+	}
 	s.enqueue(job{kind: jobRefetch, tb: tb, key: k})
 }
 
@@ -384,8 +391,9 @@ func (s *Store) stripe(key string) *atomic.Uint32 {
 
 // Bind attaches a table to the store under name (the table's name in the
 // sticky app; it must not contain ':'). Binding the same table again
-// returns the existing binding; binding another table under the name
-// replaces it (its key type changed), and invalidations go to the new one.
+// returns the existing binding (and takes a new expire into account);
+// binding another table under the name replaces it (its key type
+// changed), and invalidations go to the new one.
 func (s *Store) Bind(name string, t *sticktable.Table) (*Table, error) {
 	if name == "" || strings.Contains(name, ":") {
 		return nil, fmt.Errorf("valkey: table name %q must be non-empty and must not contain ':'", name)
@@ -395,11 +403,12 @@ func (s *Store) Bind(name string, t *sticktable.Table) (*Table, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if tb := s.tables[name]; tb != nil && tb.t == t {
-		return tb, nil
+	tb := s.tables[name]
+	if tb == nil || tb.t != t {
+		tb = &Table{s: s, name: name, t: t, keyPrefix: s.cfg.Prefix + name + ":"}
+		s.tables[name] = tb
 	}
-	tb := &Table{s: s, name: name, t: t, keyPrefix: s.cfg.Prefix + name + ":"}
-	s.tables[name] = tb
+	tb.expireMs.Store(t.Config().Expire.Milliseconds())
 	return tb, nil
 }
 

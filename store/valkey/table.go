@@ -3,6 +3,7 @@ package valkey
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	vk "github.com/valkey-io/valkey-go"
@@ -20,6 +21,9 @@ type Table struct {
 	name      string
 	t         *sticktable.Table
 	keyPrefix string // <prefix><table>:
+	// expireMs is the table's expire in milliseconds, set by Bind (a
+	// reload that changes the table's expire binds it again).
+	expireMs atomic.Int64
 }
 
 // Local returns the local table (the cache).
@@ -195,12 +199,17 @@ func (tb *Table) Clear(ctx context.Context, server string) (int, error) {
 // Touch implements sticktable.Backing. The local entry's version records
 // when it was last installed or refreshed here (see install), so the
 // throttle needs no memory of its own.
+//
+// It does not allocate and reads no clock on the common path.
 func (tb *Table) Touch(k sticktable.Key, e sticktable.Entry) {
 	if e.Server == "" {
 		return
 	}
-	quarter := tb.expire().Milliseconds() / 4
-	if tb.t.Now().UnixMilli()-int64(e.Version>>sticktable.LogicalBits) < quarter {
+	// A hit just pushed the entry's expiry to now + expire (to within the
+	// table's refresh granularity, at most 1s): no clock read needed.
+	expire := tb.expireMs.Load()
+	now := e.ExpiresAt.UnixMilli() - expire
+	if now-int64(e.Version>>sticktable.LogicalBits) < expire/4 {
 		return
 	}
 	// Restamp first, so the hits that follow do not queue the same refresh.
