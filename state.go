@@ -48,6 +48,7 @@ type stateOwner struct {
 	mu      sync.Mutex
 	tables  map[string]*tableHandle // by poolKey
 	groups  map[string]*groupHandle // by groupKey
+	stores  map[string]*storeHandle // by name and resolved config
 	plans   []*plan                 // provisioned and not yet released
 	running *plan                   // the committed plan, nil when none runs
 
@@ -75,6 +76,7 @@ func newStateOwner() *stateOwner {
 	s := &stateOwner{
 		tables:  map[string]*tableHandle{},
 		groups:  map[string]*groupHandle{},
+		stores:  map[string]*storeHandle{},
 		drained: drain.New(),
 	}
 	s.view.Store(&stateView{byName: map[string]*tableHandle{}})
@@ -99,6 +101,7 @@ type plan struct {
 	phase   planPhase
 	tables  map[string]*tableUse
 	groups  map[string]*groupUse
+	stores  map[string]*storeUse
 	cookies []*selection.StickyCookie
 	persist snapshotStore
 	// snap is the snapshot read when the plan was made with no config
@@ -170,7 +173,7 @@ const reservedPrefix = "_sticky_"
 func (s *stateOwner) plan(app *App, logger *zap.Logger, persist snapshotStore) (_ *plan, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := &plan{logger: logger, tables: map[string]*tableUse{}, groups: map[string]*groupUse{}, persist: persist}
+	p := &plan{logger: logger, tables: map[string]*tableUse{}, groups: map[string]*groupUse{}, stores: map[string]*storeUse{}, persist: persist}
 	defer func() {
 		if err != nil {
 			s.releaseLocked(p)
@@ -184,6 +187,9 @@ func (s *stateOwner) plan(app *App, logger *zap.Logger, persist snapshotStore) (
 		p.snap = f
 	}
 	if err := s.planGroups(p, app); err != nil {
+		return nil, err
+	}
+	if err := s.planStoresLocked(p, app, logger); err != nil {
 		return nil, err
 	}
 	if err := s.planTables(p, app); err != nil {
@@ -238,6 +244,9 @@ func (s *stateOwner) planTables(p *plan, app *App) error {
 		}
 		use.h.refs++
 		p.tables[name] = use
+		if err := s.planTableStoreLocked(p, name, tc, use.h.table); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -364,6 +373,7 @@ func (s *stateOwner) releaseLocked(p *plan) {
 		}
 	}
 	p.groups = nil
+	s.releaseStoresLocked(p)
 	if p.phase < planCommitted {
 		p.phase = planAborted
 	}
@@ -424,6 +434,7 @@ func (s *stateOwner) commitLocked(p *plan) error {
 			}
 		}
 	}
+	s.commitStoresLocked(p, prev)
 	if prev == nil && p.snap != nil {
 		s.restoreDrainLocked(p)
 	}

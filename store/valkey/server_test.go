@@ -4,13 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,149 +12,41 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/caddy-sticky/sticky/internal/redistest"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
-// redisServer is a redis-server process a test started on a free
-// loopback port; it is killed when the test ends.
+// redisServer is a redis-server process the test started.
 type redisServer struct {
-	t    testing.TB
-	bin  string
-	args []string
-	port int
-	tls  bool
-	log  *os.File
-	mu   sync.Mutex
-	cmd  *exec.Cmd
+	*redistest.Server
+	t testing.TB
 }
 
-// redisBinary finds redis-server: a missing one fails the test under
-// CI=true and skips it elsewhere.
-func redisBinary(t testing.TB) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server not found in PATH (CI=true): install it with: apt-get install -y redis-server")
-		}
-		t.Skip("redis-server not found in PATH; install it with: apt-get install -y redis-server")
-	}
-	return bin
-}
+func redisBinary(t testing.TB) string { return redistest.Binary(t) }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return redistest.FreePort(t) }
 
-// startRedis starts a plain redis-server; extra arguments are appended.
 func startRedis(t testing.TB, extra ...string) *redisServer {
 	t.Helper()
-	bin := redisBinary(t)
-	port := freePort(t)
-	args := []string{"--port", strconv.Itoa(port)}
-	return launch(t, bin, port, false, append(args, extra...))
+	return &redisServer{Server: redistest.Start(t, extra...), t: t}
 }
 
-func launch(t testing.TB, bin string, port int, tlsOn bool, args []string) *redisServer {
+func launch(t testing.TB, _ string, port int, tlsOn bool, args []string) *redisServer {
 	t.Helper()
-	base := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--daemonize", "no", "--loglevel", "warning", "--protected-mode", "no"}
-	r := &redisServer{t: t, bin: bin, args: append(base, args...), port: port, tls: tlsOn}
-	r.start()
-	t.Cleanup(r.kill)
-	return r
+	return &redisServer{Server: redistest.Launch(t, port, tlsOn, args), t: t}
 }
 
-func (r *redisServer) start() {
-	r.t.Helper()
-	cmd := exec.Command(r.bin, r.args...)
-	if r.log == nil {
-		f, err := os.CreateTemp(r.t.TempDir(), "redis-*.log")
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		r.log = f
-		r.t.Cleanup(func() {
-			if r.t.Failed() {
-				if b, err := os.ReadFile(f.Name()); err == nil {
-					r.t.Logf("redis-server output:\n%s", b)
-				}
-			}
-			f.Close()
-		})
-	}
-	cmd.Stdout, cmd.Stderr = r.log, r.log
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("starting redis-server: %v", err)
-	}
-	r.mu.Lock()
-	r.cmd = cmd
-	r.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", r.hostPort(), 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server did not listen on %s: %v", r.hostPort(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *redisServer) hostPort() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
-
-func (r *redisServer) url() string {
-	if r.tls {
-		return "rediss://" + r.hostPort()
-	}
-	return "redis://" + r.hostPort()
-}
-
-func (r *redisServer) signal(sig syscall.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Signal(sig)
-	}
-}
-
-// pause and resume freeze the process (SIGSTOP/SIGCONT): its sockets stay
-// open and the kernel keeps accepting, but nothing answers.
-func (r *redisServer) pause()  { r.signal(syscall.SIGSTOP) }
-func (r *redisServer) resume() { r.signal(syscall.SIGCONT) }
-
-func (r *redisServer) kill() {
-	r.mu.Lock()
-	cmd := r.cmd
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT)
-	_ = cmd.Process.Kill()
-	_, _ = cmd.Process.Wait()
-}
-
-// restart starts the server again on the same port, empty.
-func (r *redisServer) restart() {
-	r.kill()
-	r.start()
-}
+func (r *redisServer) url() string      { return r.URL() }
+func (r *redisServer) hostPort() string { return r.HostPort() }
+func (r *redisServer) pause()           { r.Pause() }
+func (r *redisServer) resume()          { r.Resume() }
+func (r *redisServer) kill()            { r.Kill() }
+func (r *redisServer) restart()         { r.Restart() }
 
 // admin is a plain client for test setup (raw SET, ACL, FLUSHALL).
 func (r *redisServer) admin(tlsCfg *tls.Config) vk.Client {
 	r.t.Helper()
-	c, err := vk.NewClient(vk.ClientOption{InitAddress: []string{r.hostPort()}, TLSConfig: tlsCfg,
+	c, err := vk.NewClient(vk.ClientOption{InitAddress: []string{r.HostPort()}, TLSConfig: tlsCfg,
 		DisableCache: true, ForceSingleClient: true})
 	if err != nil {
 		r.t.Fatalf("admin client: %v", err)

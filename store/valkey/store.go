@@ -206,7 +206,10 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context, vk.Clie
 		s.m.calls[o][resultRejected].Inc()
 		return vk.ValkeyResult{}, ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	// A client that went away does not cancel the call: it is bounded by
+	// the timeout anyway, and a cancellation must not count as the
+	// store failing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
 	s.calls.Add(1)
 	start := time.Now()
@@ -223,7 +226,7 @@ func (s *Store) callMulti(ctx context.Context, o op, fn func(context.Context, vk
 		s.m.calls[o][resultRejected].Inc()
 		return nil, ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
 	start := time.Now()
 	res := fn(ctx, *cp)
@@ -389,34 +392,53 @@ func (s *Store) stripe(key string) *atomic.Uint32 {
 	return &s.stripes[maphash.String(s.seed, key)%uint64(len(s.stripes))]
 }
 
-// Bind attaches a table to the store under name (the table's name in the
-// sticky app; it must not contain ':'). Binding the same table again
-// returns the existing binding (and takes a new expire into account);
-// binding another table under the name replaces it (its key type
-// changed), and invalidations go to the new one.
+// Bind is Table followed by Attach.
 func (s *Store) Bind(name string, t *sticktable.Table) (*Table, error) {
+	tb, err := s.Table(name, t)
+	if err != nil {
+		return nil, err
+	}
+	s.Attach(tb)
+	return tb, nil
+}
+
+// Table returns the binding of t as the store's table name (the table's
+// name in the sticky app; it must not contain ':'): the attached one if t
+// is attached under that name, else a new one that works at once but
+// receives invalidations and reconciliation only once attached. Either
+// way the binding takes t's current expire into account. A config
+// provisions bindings with Table and attaches them when it commits.
+func (s *Store) Table(name string, t *sticktable.Table) (*Table, error) {
 	if name == "" || strings.Contains(name, ":") {
 		return nil, fmt.Errorf("valkey: table name %q must be non-empty and must not contain ':'", name)
 	}
 	if t == nil {
 		return nil, errors.New("valkey: nil table")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
 	tb := s.tables[name]
+	s.mu.RUnlock()
 	if tb == nil || tb.t != t {
 		tb = &Table{s: s, name: name, t: t, keyPrefix: s.cfg.Prefix + name + ":"}
-		s.tables[name] = tb
 	}
 	tb.expireMs.Store(t.Config().Expire.Milliseconds())
 	return tb, nil
 }
 
-// Unbind detaches the table bound under name, if it is t.
-func (s *Store) Unbind(name string, t *sticktable.Table) {
+// Attach makes tb the table that receives the store's invalidations for
+// its name, replacing any other (a table whose key type changed).
+func (s *Store) Attach(tb *Table) {
 	s.mu.Lock()
-	if tb := s.tables[name]; tb != nil && tb.t == t {
-		delete(s.tables, name)
+	s.tables[tb.name] = tb
+	s.mu.Unlock()
+	tb.expireMs.Store(tb.t.Config().Expire.Milliseconds())
+}
+
+// Detach stops invalidations for tb, if it is attached.
+func (s *Store) Detach(tb *Table) {
+	s.mu.Lock()
+	if s.tables[tb.name] == tb {
+		delete(s.tables, tb.name)
 	}
 	s.mu.Unlock()
 }
