@@ -377,8 +377,22 @@ func (a *AdminAPI) clearTable(w http.ResponseWriter, r *http.Request, name strin
 		if server == "" {
 			return apiErrorf(http.StatusBadRequest, "server is empty: give a server, or leave the parameter out to clear the whole table")
 		}
+		if b := state.tableBacking(name); b != nil {
+			n, err := b.Clear(r.Context(), server)
+			if err != nil {
+				return storeUnavailable(name, err)
+			}
+			return writeJSON(w, http.StatusOK, map[string]any{"cleared": n, "server": server})
+		}
 		n := h.table.ClearServer(server)
 		return writeJSON(w, http.StatusOK, map[string]any{"cleared": n, "server": server})
+	}
+	if b := state.tableBacking(name); b != nil {
+		n, err := b.Clear(r.Context(), "")
+		if err != nil {
+			return storeUnavailable(name, err)
+		}
+		return writeJSON(w, http.StatusOK, map[string]any{"cleared": n})
 	}
 	n := h.table.Clear()
 	return writeJSON(w, http.StatusOK, map[string]any{"cleared": n})
@@ -414,12 +428,20 @@ func (a *AdminAPI) pinEntry(w http.ResponseWriter, r *http.Request, name, key st
 	}
 	// Parse first: Pin counts a bad key as an invalid lookup, and a typo
 	// at the admin API must not show up in the traffic metrics.
-	if _, err := h.table.ParseKey(key); err != nil {
+	k, err := h.table.ParseKey(key)
+	if err != nil {
 		return tableError(name, err)
 	}
 	server, err := readServer(w, r)
 	if err != nil {
 		return err
+	}
+	if b := state.tableBacking(name); b != nil {
+		if err := b.Pin(r.Context(), k, server); err != nil {
+			return storeUnavailable(name, err)
+		}
+		e, _ := h.table.GetKey(k)
+		return writeJSON(w, http.StatusOK, makeEntryInfo(e, h.table.Now()))
 	}
 	e, err := h.table.Pin(key, server)
 	if err != nil {
@@ -473,6 +495,17 @@ func (a *AdminAPI) deleteEntry(w http.ResponseWriter, r *http.Request, name, key
 	h, err := lookupTable(name)
 	if err != nil {
 		return err
+	}
+	if b := state.tableBacking(name); b != nil {
+		k, err := h.table.ParseKey(key)
+		if err != nil {
+			return tableError(name, err)
+		}
+		_, held := h.table.GetKey(k)
+		if err := b.Delete(r.Context(), k); err != nil {
+			return storeUnavailable(name, err)
+		}
+		return writeJSON(w, http.StatusOK, map[string]bool{"deleted": held})
 	}
 	deleted, err := h.table.Delete(key)
 	if err != nil {

@@ -3,6 +3,7 @@ package sticky
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -136,4 +137,17 @@ func (a *App) TableBacking(name string) sticktable.Backing {
 		return b
 	}
 	return nil
+}
+
+// tableBacking returns the store binding of the named table of the
+// running config, or nil, for the admin API.
+func (s *stateOwner) tableBacking(name string) *valkey.Table {
+	return s.view.Load().backings[name]
+}
+
+// storeUnavailable is the admin API's answer when a change was applied
+// to the local table but the store did not take it.
+func storeUnavailable(table string, err error) error {
+	return apiErrorf(http.StatusServiceUnavailable,
+		"applied to this instance's table %q only: the shared store did not take it (%v); other instances do not see it", table, err)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddy-sticky/sticky/store/valkey"
 )
 
 // state owns everything that outlives a config: the stick tables, the peer
@@ -70,6 +71,8 @@ type stateView struct {
 	peers   map[string]string // table name -> its peer group
 	groups  []*groupHandle    // sorted by name
 	cookies []*selection.StickyCookie
+	// backings are the store bindings of store-backed tables, by name
+	backings map[string]*valkey.Table
 }
 
 func newStateOwner() *stateOwner {
@@ -450,8 +453,13 @@ func (s *stateOwner) commitLocked(p *plan) error {
 }
 
 func (s *stateOwner) publishLocked(p *plan) {
-	v := &stateView{byName: map[string]*tableHandle{}, peers: map[string]string{}}
+	v := &stateView{byName: map[string]*tableHandle{}, peers: map[string]string{}, backings: map[string]*valkey.Table{}}
 	if p != nil {
+		for _, u := range p.stores {
+			for name, b := range u.bindings {
+				v.backings[name] = b
+			}
+		}
 		for _, name := range sortedKeys(p.tables) {
 			h := p.tables[name].h
 			h.published = true
