@@ -1,6 +1,7 @@
 package sticky
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -78,6 +79,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return err
 				}
 			case "store":
+				line := d.Line()
 				name, cfg, err := valkey.ParseStore(d)
 				if err != nil {
 					return err
@@ -86,7 +88,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					a.Stores = map[string]*StoreConfig{}
 				}
 				if _, dup := a.Stores[name]; dup {
-					return d.Errf("store %s defined twice", name)
+					return fmt.Errorf("store %s defined twice, at %s:%d", name, d.File(), line)
 				}
 				a.Stores[name] = &StoreConfig{Valkey: cfg}
 			case "peers":

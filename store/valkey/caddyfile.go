@@ -73,6 +73,12 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
+			for _, a := range args {
+				one := Config{Addresses: []string{a}}
+				if _, err := one.clientOption(); err != nil && !strings.Contains(a, "{") {
+					return d.Errf("%v", err)
+				}
+			}
 			c.Addresses = append(c.Addresses, args...)
 		case "username", "password", "prefix", "ca_file":
 			v, err := cfargs.One(d)
