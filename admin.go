@@ -341,6 +341,9 @@ func (a *AdminAPI) showTable(w http.ResponseWriter, r *http.Request, name string
 		}
 		limit = n
 	}
+	if b := state.tableBacking(name); b != nil {
+		return showStoreTable(w, r, name, h, b, q, limit)
+	}
 	entries, more, err := h.table.Entries(sticktable.Query{
 		Key:    q["key"],
 		Server: q["server"],

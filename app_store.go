@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -150,4 +151,42 @@ func (s *stateOwner) tableBacking(name string) *valkey.Table {
 func storeUnavailable(table string, err error) error {
 	return apiErrorf(http.StatusServiceUnavailable,
 		"applied to this instance's table %q only: the shared store did not take it (%v); other instances do not see it", table, err)
+}
+
+// showStoreTable lists a store-backed table as the store holds it, a SCAN
+// page at a time: `after` is then the opaque cursor of the previous
+// page's `next` (the CLI passes it back unchanged), entries are not
+// sorted, and `server` filters each page.
+func showStoreTable(w http.ResponseWriter, r *http.Request, name string, h *tableHandle, b *valkey.Table, q map[string]string, limit int) error {
+	now := h.table.Now()
+	if key, ok := q["key"]; ok {
+		k, err := h.table.ParseKey(key)
+		if err != nil {
+			return tableError(name, err)
+		}
+		e, found, err := b.Get(r.Context(), k)
+		if err != nil {
+			return storeUnavailable(name, err)
+		}
+		page := entryPage{Entries: []entryInfo{}}
+		if found && (q["server"] == "" || q["server"] == e.Server) {
+			page.Entries = append(page.Entries, makeEntryInfo(e, now))
+		}
+		return writeJSON(w, http.StatusOK, page)
+	}
+	entries, next, err := b.List(r.Context(), q["after"], limit)
+	if err != nil {
+		if strings.Contains(err.Error(), "cursor") {
+			return apiErrorf(http.StatusBadRequest, "%v", err)
+		}
+		return storeUnavailable(name, err)
+	}
+	page := entryPage{Entries: make([]entryInfo, 0, len(entries)), More: next != "", Next: next}
+	for _, e := range entries {
+		if srv, ok := q["server"]; ok && srv != e.Server {
+			continue
+		}
+		page.Entries = append(page.Entries, makeEntryInfo(e, now))
+	}
+	return writeJSON(w, http.StatusOK, page)
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -71,6 +72,42 @@ func TestValkeyExample(t *testing.T) {
 	}
 	if got := as(t, port, "alice", ""); got.Body == first.Body {
 		t.Fatalf("alice still on %q after the pin", got.Body)
+	}
+
+	// The admin listing pages through the store: users placed only in
+	// the store (by another instance, here written directly) show too.
+	for i := range 300 {
+		as(t, port, fmt.Sprintf("user-%d", i), "")
+	}
+	seen := map[string]string{}
+	after := ""
+	for pages := 0; ; pages++ {
+		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/sticky/tables/users?limit=100&after=%s", ports["2019"], after))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page struct {
+			Entries []struct{ Key, Server string } `json:"entries"`
+			More    bool                           `json:"more"`
+			Next    string                         `json:"next"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&page); err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		for _, e := range page.Entries {
+			seen[e.Key] = e.Server
+		}
+		if !page.More {
+			break
+		}
+		if pages > 100 {
+			t.Fatal("listing does not end")
+		}
+		after = page.Next
+	}
+	if len(seen) != 301 || seen["alice"] != fmt.Sprintf("127.0.0.1:%d", target) {
+		t.Fatalf("listing through the store: %d keys, alice on %q", len(seen), seen["alice"])
 	}
 }
 

@@ -61,6 +61,20 @@ func (tb *Table) List(ctx context.Context, cursor string, limit int) ([]sticktab
 	return out, strconv.Itoa(node) + "-" + strconv.FormatUint(scan, 10), nil
 }
 
+// Get reads one entry as the store holds it (for the admin API), without
+// touching the local table.
+func (tb *Table) Get(ctx context.Context, k sticktable.Key) (sticktable.Entry, bool, error) {
+	cp := tb.s.client.Load()
+	if cp == nil {
+		return sticktable.Entry{}, false, ErrUnavailable
+	}
+	entries, err := tb.read(ctx, *cp, []string{tb.redisKey(k)})
+	if err != nil || len(entries) == 0 {
+		return sticktable.Entry{}, false, err
+	}
+	return entries[0], true, nil
+}
+
 // read fetches values and TTLs of keys in one pipeline.
 func (tb *Table) read(ctx context.Context, c vk.Client, keys []string) ([]sticktable.Entry, error) {
 	if len(keys) == 0 {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	vk "github.com/valkey-io/valkey-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -79,6 +80,12 @@ func newInstance(t testing.TB, r *redisServer, node string, o instanceOpts) *ins
 	cfg := o.cfg
 	if len(cfg.Addresses) == 0 {
 		cfg.Addresses = []string{r.url()}
+	}
+	if cfg.Timeout == 0 {
+		// Generous, so a loaded machine (-race, parallel packages) does
+		// not turn functional tests into degraded-mode ones; the outage
+		// tests set 50ms themselves.
+		cfg.Timeout = caddy.Duration(time.Second)
 	}
 	if o.expire == 0 {
 		o.expire = time.Minute

@@ -316,7 +316,10 @@ func (s *Store) ping() bool {
 			return false
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	// The probe is background work: it may take longer than a request
+	// could, so a reconnection whose handshake (TLS, far away) exceeds
+	// the request timeout still brings the store back.
+	ctx, cancel := context.WithTimeout(context.Background(), max(10*s.timeout, time.Second))
 	defer cancel()
 	s.calls.Add(1)
 	err := (*cp).Do(ctx, (*cp).B().Ping().Build()).Error()
@@ -545,10 +548,16 @@ func (s *Store) resyncOnce() bool {
 			}
 			return true
 		}
-		if attempt == 4 || s.br.isOpen() {
+		if s.br.isOpen() {
 			s.resync.Store(true)
 			s.logger.Warn("reconciliation with the store interrupted; retried when it answers again",
 				zap.String("store", s.name), zap.Error(err))
+			return false
+		}
+		if attempt == 4 {
+			// The store answers but refuses part of it: give up rather
+			// than loop; entries it refused stay local.
+			s.logger.Warn("reconciliation with the store incomplete", zap.String("store", s.name), zap.Error(err))
 			return false
 		}
 		select {

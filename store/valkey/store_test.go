@@ -342,8 +342,9 @@ func TestPausedServerCostsNoMoreThanTimeout(t *testing.T) {
 // store holds it again.
 func TestKilledServerInstancesReconcile(t *testing.T) {
 	r := startRedis(t)
-	a := newInstance(t, r, "a", instanceOpts{})
-	b := newInstance(t, r, "b", instanceOpts{})
+	cfg := Config{Timeout: caddy.Duration(100 * time.Millisecond)}
+	a := newInstance(t, r, "a", instanceOpts{cfg: cfg})
+	b := newInstance(t, r, "b", instanceOpts{cfg: cfg})
 	kept := a.key(t, "kept")
 	if _, err := a.table.Place(bg(), kept, "s1"); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package valkey
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -326,12 +327,17 @@ func (tb *Table) reconcile() (written, adopted int, err error) {
 		if err != nil {
 			return err
 		}
+		var failed error
 		for i, r := range res {
 			raw, err := r.ToString()
 			if err != nil {
 				if vk.IsValkeyNil(err) {
 					written++
 					tb.s.m.written.Inc()
+				} else if failed == nil {
+					// The server refused this one (LOADING right after a
+					// restart, NOPERM...): the whole pass is retried.
+					failed = fmt.Errorf("reconciling %s: %w", keys[i].String(), err)
 				}
 				continue
 			}
@@ -342,7 +348,7 @@ func (tb *Table) reconcile() (written, adopted int, err error) {
 			}
 		}
 		keys, servers = keys[:0], servers[:0]
-		return nil
+		return failed
 	}
 	tb.t.Range(func(e sticktable.Entry) bool {
 		keys = append(keys, e.Key)
