@@ -553,6 +553,10 @@ func (a *AdminAPI) setDrain(w http.ResponseWriter, r *http.Request, addr string,
 		return apiErrorf(http.StatusBadRequest, "empty server address")
 	}
 	changed := state.drained.Set(addr, drained)
+	if err := state.storeDrain(r.Context(), addr, drained); err != nil {
+		return apiErrorf(http.StatusServiceUnavailable,
+			"drain state changed on this instance only: the shared store did not take it (%v)", err)
+	}
 	return writeJSON(w, http.StatusOK, drainState{Server: addr, Drained: drained, Changed: &changed})
 }
 

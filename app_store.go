@@ -1,6 +1,7 @@
 package sticky
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -59,6 +60,13 @@ func (s *stateOwner) planStoresLocked(p *plan, app *App, logger *zap.Logger) err
 			}
 			h = &storeHandle{key: key, name: name, store: st}
 			s.stores[key] = h
+			// Drains made through any instance reach this one's set,
+			// while this store is the running config's drain store.
+			st.OnDrainChange(func(servers []string) {
+				if s.view.Load().drainStore == st {
+					s.drained.Replace(servers)
+				}
+			})
 		}
 		h.refs++
 		p.stores[name] = &storeUse{h: h, bindings: map[string]*valkey.Table{}}
@@ -103,6 +111,23 @@ func (s *stateOwner) commitStoresLocked(p, prev *plan) {
 			u.h.store.Attach(b)
 		}
 	}
+	if names := sortedKeys(p.stores); len(names) > 0 {
+		// The store's drained servers are the fleet's: read them now.
+		p.stores[names[0]].h.store.ReloadDrain()
+	}
+}
+
+// storeDrain records a drain or undrain in the running config's drain
+// store, if it has one, so every instance sharing it learns it.
+func (s *stateOwner) storeDrain(ctx context.Context, server string, drained bool) error {
+	st := s.view.Load().drainStore
+	if st == nil {
+		return nil
+	}
+	if drained {
+		return st.Drain(ctx, server)
+	}
+	return st.Undrain(ctx, server)
 }
 
 // releaseStoresLocked drops the plan's store references; a store nobody

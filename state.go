@@ -73,6 +73,9 @@ type stateView struct {
 	cookies []*selection.StickyCookie
 	// backings are the store bindings of store-backed tables, by name
 	backings map[string]*valkey.Table
+	// drainStore shares drain state, when the config has a store (the
+	// first by name)
+	drainStore *valkey.Store
 }
 
 func newStateOwner() *stateOwner {
@@ -459,6 +462,9 @@ func (s *stateOwner) publishLocked(p *plan) {
 			for name, b := range u.bindings {
 				v.backings[name] = b
 			}
+		}
+		if names := sortedKeys(p.stores); len(names) > 0 {
+			v.drainStore = p.stores[names[0]].h.store
 		}
 		for _, name := range sortedKeys(p.tables) {
 			h := p.tables[name].h

@@ -212,6 +212,46 @@ func TestStoreInstances(t *testing.T) {
 	}
 	t.Logf("pin on a routed alice on b after %v (HTTP round trips included)", time.Since(start))
 
+	// A drain through a's admin API reaches b through the store.
+	drainURL := func(n *node) string {
+		return fmt.Sprintf("http://127.0.0.1:%d/sticky/servers/%s/drain", n.adminPort, target.Addr)
+	}
+	res, err = http.Post(drainURL(a), "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("drain on a: %d", res.StatusCode)
+	}
+	drainedOn := func(n *node) bool {
+		res, err := http.Get(drainURL(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var st struct{ Drained bool }
+		_ = json.NewDecoder(res.Body).Decode(&st)
+		return st.Drained
+	}
+	for start := time.Now(); !drainedOn(b); {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the drain on a never reached b")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	req, _ = http.NewRequest(http.MethodDelete, drainURL(b), nil)
+	if res, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	for start := time.Now(); drainedOn(a); {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the undrain on b never reached a")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
 	// The server frozen under traffic: every request answered, none
 	// waiting much beyond the 50ms timeout.
 	stop := make(chan struct{})

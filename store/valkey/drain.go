@@ -71,6 +71,11 @@ func (s *Store) OnDrainChange(fn func(servers []string)) {
 	s.mu.Unlock()
 }
 
+// ReloadDrain reads the drained set in the background and passes it to
+// the OnDrainChange functions (a config that starts using the store calls
+// it once).
+func (s *Store) ReloadDrain() { s.enqueue(job{kind: jobDrain}) }
+
 func (s *Store) reloadDrain() {
 	s.mu.RLock()
 	fns := s.drainFns
