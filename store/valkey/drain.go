@@ -83,7 +83,7 @@ func (s *Store) reloadDrain() {
 	if len(fns) == 0 {
 		return
 	}
-	list, err := s.Drained(context.Background())
+	list, err := s.Drained(background())
 	if err != nil {
 		s.logger.Debug("reading drained servers from the store", zap.String("store", s.name), zap.Error(err))
 		return

@@ -209,7 +209,7 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context, vk.Clie
 	// A client that went away does not cancel the call: it is bounded by
 	// the timeout anyway, and a cancellation must not count as the
 	// store failing.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.callTimeout(ctx))
 	defer cancel()
 	s.calls.Add(1)
 	start := time.Now()
@@ -226,7 +226,7 @@ func (s *Store) callMulti(ctx context.Context, o op, fn func(context.Context, vk
 		s.m.calls[o][resultRejected].Inc()
 		return nil, ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.callTimeout(ctx))
 	defer cancel()
 	start := time.Now()
 	res := fn(ctx, *cp)
@@ -242,6 +242,22 @@ func (s *Store) callMulti(ctx context.Context, o op, fn func(context.Context, vk
 		}
 	}
 	return res, s.record(o, first)
+}
+
+// backgroundKey marks the context of background work (refreshes,
+// refetches, verifications, reconciliation), which no request waits for
+// and which may take longer than the request timeout.
+type backgroundKey struct{}
+
+func background() context.Context {
+	return context.WithValue(context.Background(), backgroundKey{}, true)
+}
+
+func (s *Store) callTimeout(ctx context.Context) time.Duration {
+	if ctx.Value(backgroundKey{}) != nil {
+		return max(10*s.timeout, time.Second)
+	}
+	return s.timeout
 }
 
 // record classifies err; it returns nil for nil replies.
@@ -463,6 +479,7 @@ type jobKind uint8
 const (
 	jobRefresh jobKind = iota + 1
 	jobRefetch
+	jobVerify
 	jobDrain
 	jobResync
 )
@@ -472,6 +489,7 @@ type job struct {
 	tb     *Table
 	key    sticktable.Key
 	server string
+	from   string // jobVerify of a re-stick: the server moved away from
 }
 
 func (s *Store) enqueue(j job) {
@@ -496,7 +514,16 @@ func (s *Store) worker() {
 			case jobRefresh:
 				j.tb.refresh(j.key, j.server)
 			case jobRefetch:
-				_, _, _ = j.tb.Lookup(context.Background(), j.key)
+				_, _, _ = j.tb.Lookup(background(), j.key)
+			case jobVerify:
+				// A write whose answer did not come in time may or may not
+				// have landed, and may have lost to another instance's:
+				// ask again, with time, and adopt what the store holds.
+				if j.from == "" {
+					_, _ = j.tb.Place(background(), j.key, j.server)
+				} else {
+					_, _ = j.tb.Restick(background(), j.key, j.from, j.server)
+				}
 			case jobDrain:
 				s.reloadDrain()
 			case jobResync:

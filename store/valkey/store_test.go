@@ -530,3 +530,28 @@ func TestStartWithServerDown(t *testing.T) {
 		return err == nil && found && srv == "s1"
 	})
 }
+
+// A placement whose answer comes too late is decided locally, then asked
+// again in the background: the instance adopts the server another
+// instance placed first, instead of keeping its own until expiry.
+func TestLatePlacementConverges(t *testing.T) {
+	r := startRedis(t)
+	cfg := Config{Timeout: caddy.Duration(50 * time.Millisecond)}
+	a := newInstance(t, r, "a", instanceOpts{cfg: cfg})
+	b := newInstance(t, r, "b", instanceOpts{cfg: cfg})
+	if _, err := b.table.Place(bg(), b.key(t, "late"), "s1"); err != nil {
+		t.Fatal(err)
+	}
+	k := a.key(t, "late")
+	r.pause()
+	w, err := a.table.Place(bg(), k, "s2")
+	if w != "s2" || err == nil {
+		t.Fatalf("a placement against a frozen server: %q %v", w, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	r.resume()
+	eventually(t, 3*time.Second, "a adopting the first placement", func() bool { return a.localServer(k) == "s1" })
+	if a.store.Stats().BreakerOpen {
+		t.Fatal("one late answer opened the breaker")
+	}
+}

@@ -2,6 +2,7 @@ package valkey
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -77,6 +78,7 @@ func (tb *Table) Place(ctx context.Context, k sticktable.Key, server string) (st
 	})
 	if err != nil {
 		tb.install(k, server)
+		tb.verifyLater(ctx, k, "", server, err)
 		return server, err
 	}
 	raw, err := res.ToString()
@@ -104,7 +106,24 @@ func (tb *Table) Restick(ctx context.Context, k sticktable.Key, from, to string)
 	res, err := tb.s.call(ctx, opRestick, func(ctx context.Context, c vk.Client) vk.ValkeyResult {
 		return restickScript.Exec(ctx, c, []string{key}, []string{val, from, ttl})
 	})
+	if err != nil {
+		tb.verifyLater(ctx, k, from, to, err)
+	}
 	return tb.adopt(k, to, key, s0, res, err)
+}
+
+// verifyLater queues the write again in the background after a request's
+// call timed out or failed while the breaker stayed closed (an open
+// breaker leaves it to reconciliation), so an instance that decided
+// alone on a slow answer converges within milliseconds, not at expiry.
+func (tb *Table) verifyLater(ctx context.Context, k sticktable.Key, from, to string, err error) {
+	if ctx.Value(backgroundKey{}) != nil || errors.Is(err, ErrUnavailable) || tb.s.br.isOpen() {
+		return
+	}
+	if _, refused := vk.IsValkeyErr(err); refused {
+		return // the server answered no (NOPERM...): asking again changes nothing
+	}
+	tb.s.enqueue(job{kind: jobVerify, tb: tb, key: k, server: to, from: from})
 }
 
 // Pin implements sticktable.Backing.
@@ -225,7 +244,7 @@ func (tb *Table) Touch(k sticktable.Key, e sticktable.Entry) {
 func (tb *Table) refresh(k sticktable.Key, server string) {
 	key := tb.redisKey(k)
 	ttl := max(tb.expire().Milliseconds(), 1)
-	res, err := tb.s.call(context.Background(), opRefresh, func(ctx context.Context, c vk.Client) vk.ValkeyResult {
+	res, err := tb.s.call(background(), opRefresh, func(ctx context.Context, c vk.Client) vk.ValkeyResult {
 		return c.Do(ctx, c.B().Pexpire().Key(key).Milliseconds(ttl).Gt().Build())
 	})
 	if err != nil {
@@ -235,7 +254,7 @@ func (tb *Table) refresh(k sticktable.Key, server string) {
 		return
 	}
 	// 0: absent, or another instance refreshed it further just now.
-	_, _ = tb.Place(context.Background(), k, server)
+	_, _ = tb.Place(background(), k, server)
 }
 
 // decode decodes a value read from the store, counting the ones that do
@@ -315,7 +334,7 @@ func (tb *Table) reconcile() (written, adopted int, err error) {
 		ttl := max(tb.expire().Milliseconds(), 1)
 		ver := tb.s.clock.Now()
 		rkeys := make([]string, len(keys))
-		res, err := tb.s.callMulti(context.Background(), opReconcile, func(ctx context.Context, c vk.Client) []vk.ValkeyResult {
+		res, err := tb.s.callMulti(background(), opReconcile, func(ctx context.Context, c vk.Client) []vk.ValkeyResult {
 			cmds := make(vk.Commands, len(keys))
 			for i, k := range keys {
 				rkeys[i] = tb.redisKey(k)
