@@ -32,7 +32,7 @@ func init() {
 //	PUT    /sticky/tables/{name}/entries/{key}        pin a key: {"server": "10.0.0.11:8080"}
 //	DELETE /sticky/tables/{name}/entries/{key}        forget a key
 //	GET    /sticky/peers                              replication peers
-//	GET    /sticky/servers                            drained servers
+//	GET    /sticky/servers                            every known server: stuck users, drained, last new user
 //	GET    /sticky/servers/{address}/drain            whether a server is drained
 //	POST   /sticky/servers/{address}/drain            drain a server
 //	DELETE /sticky/servers/{address}/drain            undrain it
@@ -281,7 +281,7 @@ func (a *AdminAPI) route(segs []string) endpoint {
 	case len(segs) == 1 && segs[0] == "peers":
 		return endpoint{http.MethodGet: a.listPeers}
 	case len(segs) == 1 && segs[0] == "servers":
-		return endpoint{http.MethodGet: a.listDrained}
+		return endpoint{http.MethodGet: a.listServers} // servers.go
 	case len(segs) == 3 && segs[0] == "servers" && segs[2] == "drain":
 		addr := segs[1]
 		return endpoint{
@@ -524,17 +524,6 @@ func (a *AdminAPI) listPeers(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, peerStatus())
 }
 
-func (a *AdminAPI) listDrained(w http.ResponseWriter, r *http.Request) error {
-	if _, err := queryParams(r); err != nil {
-		return err
-	}
-	list := state.drained.List()
-	if list == nil {
-		list = []string{}
-	}
-	return writeJSON(w, http.StatusOK, map[string][]string{"drained": list})
-}
-
 func (a *AdminAPI) drainStatus(w http.ResponseWriter, r *http.Request, addr string) error {
 	if _, err := queryParams(r); err != nil {
 		return err
@@ -551,6 +540,11 @@ func (a *AdminAPI) setDrain(w http.ResponseWriter, r *http.Request, addr string,
 	}
 	if addr == "" {
 		return apiErrorf(http.StatusBadRequest, "empty server address")
+	}
+	if len(addr) > sticktable.MaxServerLen {
+		// the drain table (which persists and replicates drains) holds
+		// identities up to this length; a longer one could not be kept
+		return apiErrorf(http.StatusBadRequest, "server identity of %d bytes is longer than %d", len(addr), sticktable.MaxServerLen)
 	}
 	changed := state.drained.Set(addr, drained)
 	if err := state.storeDrain(r.Context(), addr, drained); err != nil {

@@ -111,19 +111,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.plan = p
+	p.events = subscribeLifecycle(ctx, p)
 	return nil
 }
 
-// Start commits the plan when no config runs; otherwise the plan waits
-// for the running config to stop (see state.go).
+// Start opens the sockets of new peer groups; the plan commits once the
+// whole config runs (see state.go).
 func (a *App) Start() error { return state.start(a.plan) }
 
-// Stop hands over to the next config, or on a full stop writes the
-// snapshot.
+// Stop abandons a plan that never ran, or hands over to the next config.
 func (a *App) Stop() error { return state.stop(a.plan) }
 
-// Cleanup drops this config's references; a table or group nobody
-// references any more is closed.
+// Cleanup writes the snapshot after a full stop and drops this config's
+// references; a table or group nobody references any more is closed.
 func (a *App) Cleanup() error {
 	state.release(a.plan)
 	return nil

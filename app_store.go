@@ -54,7 +54,9 @@ func (s *stateOwner) planStoresLocked(p *plan, app *App, logger *zap.Logger) err
 		key := name + "\x00" + string(raw)
 		h := s.stores[key]
 		if h == nil {
-			st, err := valkey.New(name, cfg, valkey.Options{Logger: logger.Named("store").With(zap.String("store", name))})
+			// Connected at Start, like new peer groups bind there: a config
+			// that is only validated opens nothing.
+			st, err := valkey.New(name, cfg, valkey.Options{Logger: logger.Named("store").With(zap.String("store", name)), Deferred: true})
 			if err != nil {
 				return fmt.Errorf("store %s: %v", name, err)
 			}
@@ -214,4 +216,11 @@ func showStoreTable(w http.ResponseWriter, r *http.Request, name string, h *tabl
 		page.Entries = append(page.Entries, makeEntryInfo(e, now))
 	}
 	return writeJSON(w, http.StatusOK, page)
+}
+
+// startStoresLocked connects the plan's new stores (the app's Start).
+func (s *stateOwner) startStoresLocked(p *plan) {
+	for _, name := range sortedKeys(p.stores) {
+		p.stores[name].h.store.Connect()
+	}
 }

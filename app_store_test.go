@@ -3,7 +3,10 @@ package sticky
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -113,4 +116,49 @@ func TestStorePooledAcrossReloads(t *testing.T) {
 		t.Fatal("the replaced store was not closed")
 	}
 	stop(t, c)
+}
+
+// Provisioning a config with a store (as `caddy validate` does) opens no
+// connection; Start does.
+func TestStoreConnectsAtStart(t *testing.T) {
+	r := redistest.Start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			// relay to the real server so the client can finish its handshake
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", r.HostPort())
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go func() { _, _ = io.Copy(s, c) }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+	cfg := `{"stores": {"shared": {"valkey": {"addresses": ["redis://` + ln.Addr().String() + `"]}}}, "tables": {"users": {"store": "shared"}}}`
+	app, ctx := newProvisioned(t, cfg)
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("provisioning opened %d connection(s) to the store", n)
+	}
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if accepted.Load() == 0 {
+		t.Fatal("Start did not connect to the store")
+	}
+	emit(t, ctx, eventStarted)
+	stop(t, app)
 }

@@ -1,7 +1,6 @@
 package sticky
 
 import (
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"reflect"
@@ -10,43 +9,35 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
+// newApp provisions and starts cfg as Caddy does: Provision, Start, then
+// the config's "started" event.
 func newApp(t *testing.T, cfg string) (*App, func()) {
 	t.Helper()
-	app := new(App)
-	if err := json.Unmarshal([]byte(cfg), app); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	if err := app.Provision(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
+	app, ctx := newProvisioned(t, cfg)
 	if err := app.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return app, cancel
+	emit(t, ctx, eventStarted)
+	return app, func() {}
 }
 
 // reload runs the order Caddy uses: the new config is provisioned and
-// started before the old one stops and is cleaned up.
+// started; then Caddy begins stopping the old one ("stopping"), stops its
+// apps and cleans it up.
 func reload(t *testing.T, old *App, cfg string) *App {
 	t.Helper()
 	next, _ := newApp(t, cfg)
-	if err := old.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Cleanup(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, old)
 	return next
 }
 
+// stop stops a running config as Caddy does.
 func stop(t *testing.T, a *App) {
 	t.Helper()
+	emit(t, appContexts[a], eventStopping)
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -255,8 +246,7 @@ func TestPeerGroupReloadSemantics(t *testing.T) {
 func TestTableNamingUnknownGroupFails(t *testing.T) {
 	app := new(App)
 	_ = json.Unmarshal([]byte(`{"tables": {"t": {"peers": "nope"}}}`), app)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	err := app.Provision(ctx)
 	if err == nil || !strings.Contains(err.Error(), `no peer group named "nope"`) {
 		t.Errorf("error %v", err)
@@ -269,8 +259,7 @@ func TestTableNamingUnknownGroupFails(t *testing.T) {
 func TestPeerGroupWithoutSecretFails(t *testing.T) {
 	app := new(App)
 	_ = json.Unmarshal([]byte(`{"peers": {"c": {"bind": "127.0.0.1:0"}}}`), app)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	if err := app.Provision(ctx); err == nil || !strings.Contains(err.Error(), "secret is required") {
 		t.Errorf("error %v", err)
 	}
@@ -320,12 +309,11 @@ func TestFailedReloadLeavesRunningGroupAlone(t *testing.T) {
 	next := new(App)
 	_ = json.Unmarshal([]byte(`{"peers": {"c": {"name": "n1", "bind": "`+bind+`", "secrets": ["`+s2+`"]}},
 		"tables": {"t": {}}}`), next)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	ctx := testContext(t)
 	if err := next.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
 	_ = next.Cleanup()
-	cancel()
 	if got := ga.Tables(); !slices.Contains(got, "t") {
 		t.Errorf("the running config's table t stopped replicating after a failed reload: %v", got)
 	}
@@ -377,8 +365,7 @@ func TestRenameNodeOnSameBindNeedsRestart(t *testing.T) {
 	defer stop(t, a)
 	next := new(App)
 	_ = json.Unmarshal([]byte(cfg("n2")), next)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	err := next.Provision(ctx)
 	if err == nil || !strings.Contains(err.Error(), "restart Caddy") {
 		t.Errorf("error %v, want one that says a restart is needed", err)
@@ -392,8 +379,7 @@ func TestRenameNodeOnSameBindNeedsRestart(t *testing.T) {
 func TestReservedTableNames(t *testing.T) {
 	app := new(App)
 	_ = json.Unmarshal([]byte(`{"tables": {"_sticky_drain": {}}}`), app)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	if err := app.Provision(ctx); err == nil || !strings.Contains(err.Error(), "reserved") {
 		t.Errorf("error %v", err)
 	}

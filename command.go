@@ -35,7 +35,7 @@ drains servers, and shows which cookie value routes to a server.
   caddy sticky set <table> <key> <server>
   caddy sticky delete <table> <key>
   caddy sticky clear <table> [--server S]
-  caddy sticky drain <address>
+  caddy sticky drain <address> [--wait [--timeout D]]
   caddy sticky undrain <address>
   caddy sticky servers
   caddy sticky cookie <server> [--policy NAME]
@@ -101,11 +101,18 @@ func setupStickyCommand(cmd *cobra.Command) {
 	clearCmd.Flags().String("server", "", "Remove only the entries stuck to this server")
 
 	drainCmd := &cobra.Command{
-		Use:   "drain <address>",
+		Use:   "drain <address> [--wait [--timeout D]]",
 		Short: "Sends no new users to a server; users stuck to it stay",
-		Args:  cobra.ExactArgs(1),
-		RunE:  runWith(func(c *stickyClient, args []string) error { return cmdDrain(c, args, true) }),
+		Long: `Sends no new users to a server; users stuck to it stay.
+
+With --wait it then reports, once a second, how many users are still stuck
+to the server, and exits 0 once no table entry names it (non-zero if
+--timeout passes first): the "drain, wait, stop" step of a rolling deploy.`,
+		Args: cobra.ExactArgs(1),
+		RunE: runWith(cmdDrainWait), // command_servers.go
 	}
+	drainCmd.Flags().Bool("wait", false, "Wait until no table entry names the server")
+	drainCmd.Flags().Duration("timeout", 0, "With --wait: give up (and fail) after this long; 0 waits as long as it takes")
 
 	undrain := &cobra.Command{
 		Use:   "undrain <address>",
@@ -116,7 +123,7 @@ func setupStickyCommand(cmd *cobra.Command) {
 
 	servers := &cobra.Command{
 		Use:   "servers",
-		Short: "Lists the drained servers",
+		Short: "Lists every known server: users stuck to it, drained, last new user",
 		Args:  cobra.NoArgs,
 		RunE:  runWith(cmdServers),
 	}
@@ -460,29 +467,6 @@ func cmdDrain(c *stickyClient, args []string, drained bool) error {
 		fmt.Fprintf(c.out, "%s was not drained\n", addr)
 	}
 	return nil
-}
-
-func cmdServers(c *stickyClient, _ []string) error {
-	var res struct {
-		Drained []string `json:"drained"`
-	}
-	data, err := c.get(http.MethodGet, "/sticky/servers", nil, &res)
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return c.printJSON(data)
-	}
-	if len(res.Drained) == 0 {
-		fmt.Fprintln(c.out, "no drained servers")
-		return nil
-	}
-	tw := c.table()
-	fmt.Fprintln(tw, "SERVER\tSTATE")
-	for _, s := range res.Drained {
-		fmt.Fprintf(tw, "%s\tdrained\n", s)
-	}
-	return tw.Flush()
 }
 
 func cmdCookie(c *stickyClient, args []string) error {

@@ -298,8 +298,8 @@ func TestCLIDrain(t *testing.T) {
 	if out := cliOK(t, addr, "undrain", server); out != server+" was not drained\n" {
 		t.Fatalf("undrain again: %q", out)
 	}
-	if len(state.drained.List()) == 0 {
-		if out := cliOK(t, addr, "servers"); out != "no drained servers\n" {
+	if len(gatherStatus().Servers) == 0 {
+		if out := cliOK(t, addr, "servers"); out != "no known servers\n" {
 			t.Fatalf("servers: %q", out)
 		}
 	}

@@ -45,6 +45,9 @@ func (tableCollector) Describe(ch chan<- *prometheus.Desc) {
 		descPeerMembers, descPeerUpdates, descPeerMessages, descPeerBytes, descPeerErrors, descPeerSyncs, descPeerLag} {
 		ch <- d
 	}
+	for _, d := range serverDescs {
+		ch <- d
+	}
 }
 
 // Collect reads each table's counters.
@@ -95,6 +98,7 @@ func (tableCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descPeerLag, prometheus.GaugeValue, m.Lag.Seconds(), g, m.Name)
 		}
 	}
+	collectServers(ch) // servers.go
 }
 
 func registerTableMetrics(reg *prometheus.Registry) error {

@@ -1,6 +1,7 @@
 package sticky
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -27,22 +28,28 @@ import (
 // it stops the old one and may still abandon the new one:
 //
 //   - plan (the app's Provision) validates the new config against what
-//     runs and takes references: tables and groups it keeps, new ones it
-//     creates. New objects are invisible to the running config; nothing the
-//     running config uses is changed (no size, expiry, nopurge, secret,
-//     attachment or drain change, no snapshot read into a live table).
-//   - commit applies the plan: it runs only once the whole new config is
-//     running. With no config running, that is the app's Start. Otherwise
-//     it is the moment Caddy stops the old config's sticky app, which Caddy
-//     does only after every app of the new config started and the new
-//     config replaced the old one. A new config that fails anywhere (a
-//     module's Provision, any app's Start, before or after ours) is stopped
-//     or cleaned up without ever being committed, and its references are
-//     dropped: the running config's state is exactly as it was.
+//     runs and takes references to the tables and groups it keeps. New
+//     tables are created but nobody running sees them; new peer groups
+//     open their sockets only at the app's Start (where a port in use
+//     fails the config, as a listener does) and join their cluster only at
+//     commit. Nothing the running config uses changes: no size, expiry,
+//     nopurge, secret, attachment or drain change, no snapshot read into a
+//     live table, and Provision alone (caddy validate) opens nothing.
+//   - commit applies the plan once the whole new config runs. Caddy tells
+//     its apps through lifecycle events (see lifecycle.go): with no config
+//     running, the plan commits when its config has started (every app's
+//     Start succeeded); in a reload, when Caddy begins stopping the old
+//     config, which it does only after the new config replaced it, before
+//     any old app stops. A config that fails anywhere (a module's
+//     Provision, any app's Start, before or after ours, Caddy's last setup
+//     steps) is stopped or cleaned up without ever being committed, and its
+//     references are dropped: the running config's state is exactly as it
+//     was.
 //
-// The old config's Stop with no started plan waiting is a full stop: the
-// snapshot is written then, and nothing is published until the next
-// config starts.
+// When the running config stops with no new one to commit, the process
+// stops its sticky state: nothing is published any more, and the snapshot
+// is written when the config is cleaned up, after all its apps stopped, so
+// it holds the last users its servers placed.
 var state = newStateOwner()
 
 type stateOwner struct {
@@ -103,13 +110,20 @@ const (
 // plan is one config's view of the state: what it uses and how it wants
 // it configured.
 type plan struct {
-	logger  *zap.Logger
-	phase   planPhase
-	tables  map[string]*tableUse
-	groups  map[string]*groupUse
-	stores  map[string]*storeUse
-	cookies []*selection.StickyCookie
-	persist snapshotStore
+	logger *zap.Logger
+	phase  planPhase
+	// events: Caddy will tell this plan when its config has started and
+	// when it begins to stop (lifecycle.go); without them (a context with
+	// no events app), Start and Stop stand in.
+	events bool
+	// stopping: its config began to stop; fullStop: it was the running
+	// config and no new one replaced it, so its Cleanup writes the snapshot
+	stopping, fullStop bool
+	tables             map[string]*tableUse
+	groups             map[string]*groupUse
+	stores             map[string]*storeUse
+	cookies            []*selection.StickyCookie
+	persist            snapshotStore
 	// snap is the snapshot read when the plan was made with no config
 	// running; it restores new tables then, and the drain state at commit.
 	snap *snapshotFile
@@ -140,7 +154,8 @@ type tableHandle struct {
 }
 
 // groupHandle is a peer group and how many plans reference it. cfg is what
-// the group runs with now (its secrets change at commit).
+// the group runs with now (its secrets change at commit). group is nil
+// until the first plan using it starts.
 type groupHandle struct {
 	key   string
 	name  string
@@ -273,11 +288,7 @@ func (s *stateOwner) planGroups(p *plan, app *App) error {
 				return fmt.Errorf("peers %s: a running group cannot change its node name or advertise address in a reload (it holds %s); restart Caddy to apply it", name, cfg.Bind)
 			}
 		} else {
-			g, err := peers.NewGroup(*cfg, p.logger.Named("peers").With(zap.String("group", name)))
-			if err != nil {
-				return fmt.Errorf("peers %s: %v", name, err)
-			}
-			h = &groupHandle{key: key, name: name, cfg: *cfg, group: g}
+			h = &groupHandle{key: key, name: name, cfg: *cfg}
 			s.groups[key] = h
 		}
 		h.refs++
@@ -289,58 +300,94 @@ func (s *stateOwner) planGroups(p *plan, app *App) error {
 	return nil
 }
 
-// start is the app's Start. With no config running the plan is committed
-// at once: there is nothing to protect. Otherwise it waits for the running
-// config to stop.
+// start is the app's Start: the plan's new peer groups open their
+// sockets (a port in use fails the config here, as a listener does). The
+// plan then waits to be committed; only without lifecycle events does it
+// commit here, when no config runs.
 func (s *stateOwner) start(p *plan) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.phase != planProvisioned {
 		return fmt.Errorf("sticky: config started twice")
 	}
+	for _, name := range sortedKeys(p.groups) {
+		h := p.groups[name].h
+		if h.group != nil {
+			continue
+		}
+		g, err := peers.NewGroup(h.cfg, p.logger.Named("peers").With(zap.String("group", name)))
+		if err != nil {
+			return fmt.Errorf("peers %s: %v", name, err)
+		}
+		h.group = g
+	}
+	s.startStoresLocked(p)
 	p.phase = planStarted
-	if s.running == nil {
+	if !p.events && s.running == nil {
 		return s.commitLocked(p)
 	}
 	return nil
 }
 
-// stop is the app's Stop. For a plan that was never committed, Caddy is
-// abandoning its config (another app failed to start). For the running
-// plan, either a started plan replaces it (a reload that succeeded) or
-// the process stops its sticky state (the snapshot is written).
+// started: every app of p's config started. With no config running, p
+// commits now; otherwise it waits for the running config to stop.
+func (s *stateOwner) started(p *plan) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.phase == planStarted && s.running == nil {
+		_ = s.commitLocked(p)
+	}
+}
+
+// stopping: Caddy begins to stop p's config. If p runs, the newest started
+// plan replaces it (a reload that succeeded), or the process stops its
+// sticky state.
+func (s *stateOwner) stopping(p *plan) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stoppingLocked(p)
+}
+
+func (s *stateOwner) stoppingLocked(p *plan) {
+	if p.stopping {
+		return
+	}
+	p.stopping = true
+	if p.phase != planCommitted {
+		return
+	}
+	p.phase = planRetired
+	for i := len(s.plans) - 1; i >= 0; i-- {
+		if q := s.plans[i]; q.phase == planStarted {
+			_ = s.commitLocked(q)
+			return
+		}
+	}
+	s.running = nil
+	s.publishLocked(nil)
+	s.stopDrainSyncLocked()
+	p.fullStop = true
+}
+
+// stop is the app's Stop. A plan that was never committed belongs to a
+// config Caddy is abandoning (another app failed to start). For the
+// running plan, Stop stands in for the stopping event when there is none.
 func (s *stateOwner) stop(p *plan) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch p.phase {
 	case planStarted:
 		p.phase = planAborted
-		return nil
 	case planCommitted:
-	default:
-		return nil
-	}
-	p.phase = planRetired
-	for i := len(s.plans) - 1; i >= 0; i-- {
-		if q := s.plans[i]; q.phase == planStarted {
-			return s.commitLocked(q)
-		}
-	}
-	s.running = nil
-	s.publishLocked(nil)
-	s.stopDrainSyncLocked()
-	if p.persist != nil {
-		if err := p.persist.save(p.tables, s.drainTable); err != nil {
-			p.logger.Error("writing sticky snapshot", zap.Error(err))
-		} else {
-			p.logger.Info("wrote sticky snapshot", zap.Int("tables", len(p.tables)))
-		}
+		s.stoppingLocked(p)
 	}
 	return nil
 }
 
-// release is the app's Cleanup: the plan's references are dropped, and a
-// table or group no plan references any more is closed.
+// release is the app's Cleanup, which Caddy runs after every app of the
+// config stopped: a full stop writes the snapshot now, then the plan's
+// references are dropped, and a table or group no plan references any more
+// is closed.
 func (s *stateOwner) release(p *plan) {
 	if p == nil {
 		return
@@ -353,6 +400,13 @@ func (s *stateOwner) release(p *plan) {
 		s.running = nil
 		s.publishLocked(nil)
 		s.stopDrainSyncLocked()
+	}
+	if p.fullStop && p.persist != nil {
+		if err := p.persist.save(p.tables, s.drainTable); err != nil {
+			p.logger.Error("writing sticky snapshot", zap.Error(err))
+		} else {
+			p.logger.Info("wrote sticky snapshot", zap.Int("tables", len(p.tables)))
+		}
 	}
 	s.releaseLocked(p)
 	s.plans = slices.DeleteFunc(s.plans, func(q *plan) bool { return q == p })
@@ -372,6 +426,9 @@ func (s *stateOwner) releaseLocked(p *plan) {
 	for _, u := range p.groups {
 		if u.h.refs--; u.h.refs == 0 {
 			delete(s.groups, u.h.key)
+			if u.h.group == nil {
+				continue // never started
+			}
 			p.logger.Info("leaving peer group", zap.String("group", u.h.name))
 			if err := u.h.group.Close(); err != nil {
 				p.logger.Warn("closing peer group", zap.String("group", u.h.name), zap.Error(err))
@@ -392,7 +449,9 @@ func (s *stateOwner) commitLocked(p *plan) error {
 	prev := s.running
 	for name, u := range p.tables {
 		if !u.created {
-			if err := u.h.table.Reconfigure(u.cfg.Size, u.cfg.Expire); err != nil {
+			if cur := u.h.table.Config(); cur.Size == cmp.Or(u.cfg.Size, sticktable.DefaultSize) && cur.Expire == cmp.Or(u.cfg.Expire, sticktable.DefaultExpire) {
+				// unchanged: a reload costs the table nothing
+			} else if err := u.h.table.Reconfigure(u.cfg.Size, u.cfg.Expire); err != nil {
 				// checked when planned; the table cannot have changed
 				p.logger.Error("applying table settings", zap.String("table", name), zap.Error(err))
 			}

@@ -341,16 +341,17 @@ func TestCookieRegistryFollowsTheRunningConfig(t *testing.T) {
 	}
 }
 
+// newProvisioned provisions cfg in a config context of its own.
 func newProvisioned(t *testing.T, cfg string) (*App, caddy.Context) {
 	t.Helper()
 	app := new(App)
 	if err := json.Unmarshal([]byte(cfg), app); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-	t.Cleanup(cancel)
+	ctx := testContext(t)
 	if err := app.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
+	appContexts[app] = ctx
 	return app, ctx
 }

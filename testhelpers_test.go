@@ -2,6 +2,9 @@ package sticky
 
 import (
 	"net"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"os"
 	"strconv"
 	"testing"
@@ -61,4 +64,31 @@ func groupOf(t *testing.T, a *App, name string) *groupHandle {
 		t.Fatalf("config has no group %s", name)
 	}
 	return u.h
+}
+
+// appContexts remembers the context each test app was provisioned in, so
+// tests can emit its config's lifecycle events.
+var appContexts = map[*App]caddy.Context{}
+
+// testContext returns a context with a config of its own, and so an events
+// app of its own, as each config Caddy loads has.
+func testContext(t testing.TB) caddy.Context {
+	t.Helper()
+	base, err := caddy.ProvisionContext(&caddy.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(base)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// emit sends a lifecycle event on ctx's config, as Caddy does.
+func emit(t testing.TB, ctx caddy.Context, name string) {
+	t.Helper()
+	app, err := ctx.App("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.(*caddyevents.App).Emit(ctx, name, nil)
 }

@@ -370,3 +370,28 @@ func TestAdminAPIOverRealAdminSocket(t *testing.T) {
 		}
 	}
 }
+
+// isDrained asks the admin API whether server is drained.
+func isDrained(t *testing.T, adminPort int, server string) bool {
+	t.Helper()
+	var st struct{ Drained bool }
+	adminJSON(t, adminPort, "GET", "/sticky/servers/"+url.PathEscape(server)+"/drain", "", 200, &st)
+	return st.Drained
+}
+
+// undrainAllAtEnd undrains, when the test ends and while Caddy still runs,
+// every server the test drained: drain state belongs to the process and
+// would leak into the next test.
+func undrainAllAtEnd(t *testing.T, adminPort int) {
+	t.Cleanup(func() {
+		code, _, body := adminCall(t, adminPort, "GET", "/sticky/servers", "")
+		if code != 200 {
+			return
+		}
+		var list struct{ Drained []string }
+		_ = json.Unmarshal(body, &list)
+		for _, s := range list.Drained {
+			adminCall(t, adminPort, "DELETE", "/sticky/servers/"+url.PathEscape(s)+"/drain", "")
+		}
+	})
+}

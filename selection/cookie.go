@@ -125,6 +125,7 @@ type StickyCookie struct {
 	varKey     string
 	sameSite   string
 	index      atomic.Pointer[serverIndex]
+	seen       seenPool // the pool Select last saw, for the status page
 	logger     *zap.Logger
 	counts     *outcomeCounters
 	inserts    interface{ Inc() }
@@ -309,6 +310,7 @@ type cookieDecision struct {
 // Select sends a request with a valid cookie to the server it names, and
 // every other request to the fallback's choice.
 func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	s.seen.observe(pool)
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	if prev, ok := vars[s.varKey].(*cookieDecision); ok && prev.policy == s {
 		return s.reselect(pool, r, w, vars, prev)

@@ -46,7 +46,7 @@ func newEngine[K comparable](t *Table, shards, size int, fromKey func(Key) K, to
 	}
 	hash := func(k K) uint64 { key := toKey(k); return t.hashKey(&key) }
 	for i, l := range splitSize(size, shards) {
-		g.shards[i].init(l, hash)
+		g.shards[i].init(l, hash, &t.tally)
 	}
 	return g
 }
@@ -205,6 +205,9 @@ func (g *engine[K]) store(k Key, server string, op Op, now int64, out *Entry) er
 	s.nodes.hold(node)
 	e.server, e.node = srv, node
 	e.version = s.clock.next(now / int64(time.Millisecond))
+	if !alive {
+		s.servers.sawNewUser(srv, e.version) // a key with no live entry: a new user
+	}
 	e.expires = now + expire
 	s.pushFront(lruHead, i)
 	s.c.stores.Add(1)
@@ -345,6 +348,7 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 		s.mu.Unlock()
 		return false, fmt.Errorf("%w: cannot add node %q", ErrTooManyServers, c.Node)
 	}
+	newUser := !tomb && (!found || e.server == 0 || !s.alive(e, now, m))
 	if found {
 		if e.server != 0 {
 			s.servers.release(e.server)
@@ -373,6 +377,9 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 		s.index(h, i)
 	}
 	e.server, e.node, e.version, e.expires = srv, node, c.Version, now+life
+	if newUser {
+		s.servers.sawNewUser(srv, c.Version)
+	}
 	if tomb {
 		s.pushFront(tombHead, i)
 		s.setTombs(s.tombs + 1)
@@ -650,7 +657,7 @@ func (g *engine[K]) check() error {
 			return err
 		}
 	}
-	return nil
+	return g.checkCounts()
 }
 
 func (g *engine[K]) checkShard(si int, s *shard[K]) error {

@@ -64,6 +64,11 @@ type names struct {
 	list   []string
 	refs   []int32
 	free   []uint16
+	// For server names only: the table's per-server record, told when a
+	// name is interned and forgotten, and per index the newest new user;
+	// see servercount.go.
+	tally   *serverTally
+	lastNew []int64
 }
 
 func newNames(zeroIsEmptyName bool) names {
@@ -93,6 +98,7 @@ func (n *names) acquire(name string) (uint16, bool) {
 	}
 	name = strings.Clone(name) // callers' strings may be views of request buffers
 	n.byName[name], n.list[i], n.refs[i] = i, name, 1
+	n.interned(i)
 	return i, true
 }
 
@@ -107,6 +113,7 @@ func (n *names) release(i uint16) {
 		return
 	}
 	if n.refs[i]--; n.refs[i] == 0 {
+		n.forgotten(i)
 		delete(n.byName, n.list[i])
 		n.list[i] = ""
 		n.free = append(n.free, i)
@@ -161,13 +168,14 @@ type shard[K comparable] struct {
 	c       shardCounters
 }
 
-func (s *shard[K]) init(limit uint32, hash func(K) uint64) {
+func (s *shard[K]) init(limit uint32, hash func(K) uint64, tally *serverTally) {
 	s.hash = hash
 	s.idx = make([]uint64, minIndex)
 	s.pages = []*[pageSize]slot[K]{new([pageSize]slot[K])}
 	s.initSentinels()
 	s.top, s.hand, s.limit = firstSlot, firstSlot, limit
 	s.servers, s.nodes = newNames(false), newNames(true)
+	s.servers.tally = tally
 }
 
 func (s *shard[K]) initSentinels() {

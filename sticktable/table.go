@@ -65,6 +65,7 @@ type Table struct {
 	mark     atomic.Pointer[clearMark]
 	invalid  atomic.Uint64
 	empty    atomic.Uint64
+	tally    serverTally // per-server counts; see servercount.go
 
 	// base anchors the default clock: wall time is read once per reaper
 	// tick and advanced with the monotonic clock in between, because

@@ -38,6 +38,9 @@ type Options struct {
 	// ProbeInterval is how often an open breaker pings the server. Default:
 	// max(timeout, 250ms).
 	ProbeInterval time.Duration
+	// Deferred leaves the connection to Connect, so that a config can be
+	// provisioned (and validated) without opening a socket.
+	Deferred bool
 }
 
 // Store is one shared Valkey/Redis server (or cluster) and the tables
@@ -71,6 +74,7 @@ type Store struct {
 	resync      atomic.Bool // the invalidation feed was interrupted
 	reconciling atomic.Bool
 	probing     atomic.Bool
+	started     atomic.Bool // Connect ran
 	closed      atomic.Bool
 	stop        chan struct{}
 	wg          sync.WaitGroup
@@ -144,18 +148,30 @@ func New(name string, cfg Config, opts Options) (*Store, error) {
 	s.opt = opt
 
 	s.m.breaker.Set(0)
-	if err := s.connect(); err != nil {
-		s.br.trip()
-		s.m.breaker.Set(1)
-		s.logger.Warn("store unreachable: tables decide locally until it answers",
-			zap.String("store", name), zap.Error(err))
-		s.startProber()
-	}
 	for range 4 {
 		s.wg.Add(1)
 		go s.worker()
 	}
+	if !opts.Deferred {
+		s.Connect()
+	}
 	return s, nil
+}
+
+// Connect opens the connection, once; later calls do nothing. A server
+// that cannot be reached leaves the breaker open and a prober connecting
+// in the background.
+func (s *Store) Connect() {
+	if s.closed.Load() || !s.started.CompareAndSwap(false, true) {
+		return
+	}
+	if err := s.connect(); err != nil {
+		s.br.trip()
+		s.m.breaker.Set(1)
+		s.logger.Warn("store unreachable: tables decide locally until it answers",
+			zap.String("store", s.name), zap.Error(err))
+		s.startProber()
+	}
 }
 
 func (s *Store) connect() error {

@@ -1,0 +1,85 @@
+package layer4
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/mholt/caddy-l4/modules/l4proxy"
+
+	"github.com/caddy-sticky/sticky/internal/cfargs"
+)
+
+// UnmarshalCaddyfile sets up the policy from caddy-l4 Caddyfile tokens.
+// Syntax:
+//
+//	lb_policy stick_table <table> {
+//		fallback <policy> [<args...>] [{ ... }]   # default random
+//		first_choice hash
+//		server <address> <name>                   # store a name instead of the address
+//	}
+func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // policy name
+	if !d.NextArg() {
+		return d.Errf("stick_table needs the name of a table of the sticky app")
+	}
+	p.Table = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "server":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("server takes an upstream address and a name")
+			}
+			addr, name := args[0], args[1]
+			if _, dup := p.Servers[addr]; dup {
+				return d.Errf("server %s specified twice", addr)
+			}
+			for other, n := range p.Servers {
+				if n == name {
+					return d.Errf("servers %s and %s have the same name %q", other, addr, name)
+				}
+			}
+			if p.Servers == nil {
+				p.Servers = map[string]string{}
+			}
+			p.Servers[addr] = name
+		case "first_choice":
+			v, err := cfargs.One(d)
+			if err != nil {
+				return err
+			}
+			if v != "hash" {
+				return d.Errf("first_choice takes hash, not %q", v)
+			}
+			if p.FirstChoice != "" {
+				return d.Errf("first_choice specified twice")
+			}
+			p.FirstChoice = v
+		case "fallback":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if p.FallbackRaw != nil {
+				return d.Errf("fallback specified twice")
+			}
+			name := d.Val()
+			modID := "layer4.proxy.selection_policies." + name
+			unm, err := caddyfile.UnmarshalModule(d, modID)
+			if err != nil {
+				return err
+			}
+			sel, ok := unm.(l4proxy.Selector)
+			if !ok {
+				return d.Errf("module %s (%T) is not a layer4 proxy selection policy", modID, unm)
+			}
+			p.FallbackRaw = caddyconfig.JSONModuleObject(sel, "policy", name, nil)
+		default:
+			return d.Errf("unrecognized stick_table option '%s'", opt)
+		}
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*StickTable)(nil)
