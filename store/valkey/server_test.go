@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -145,12 +144,3 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) ti
 func bg() context.Context { return context.Background() }
 
 func fmtKey(i int) string { return fmt.Sprintf("user-%06d", i) }
-
-func containsAll(s string, parts ...string) bool {
-	for _, p := range parts {
-		if !strings.Contains(s, p) {
-			return false
-		}
-	}
-	return true
-}
