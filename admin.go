@@ -341,6 +341,9 @@ func (a *AdminAPI) showTable(w http.ResponseWriter, r *http.Request, name string
 		}
 		limit = n
 	}
+	if b := state.tableBacking(name); b != nil {
+		return showStoreTable(w, r, name, h, b, q, limit)
+	}
 	entries, more, err := h.table.Entries(sticktable.Query{
 		Key:    q["key"],
 		Server: q["server"],
@@ -377,8 +380,22 @@ func (a *AdminAPI) clearTable(w http.ResponseWriter, r *http.Request, name strin
 		if server == "" {
 			return apiErrorf(http.StatusBadRequest, "server is empty: give a server, or leave the parameter out to clear the whole table")
 		}
+		if b := state.tableBacking(name); b != nil {
+			n, err := b.Clear(r.Context(), server)
+			if err != nil {
+				return storeUnavailable(name, err)
+			}
+			return writeJSON(w, http.StatusOK, map[string]any{"cleared": n, "server": server})
+		}
 		n := h.table.ClearServer(server)
 		return writeJSON(w, http.StatusOK, map[string]any{"cleared": n, "server": server})
+	}
+	if b := state.tableBacking(name); b != nil {
+		n, err := b.Clear(r.Context(), "")
+		if err != nil {
+			return storeUnavailable(name, err)
+		}
+		return writeJSON(w, http.StatusOK, map[string]any{"cleared": n})
 	}
 	n := h.table.Clear()
 	return writeJSON(w, http.StatusOK, map[string]any{"cleared": n})
@@ -414,12 +431,20 @@ func (a *AdminAPI) pinEntry(w http.ResponseWriter, r *http.Request, name, key st
 	}
 	// Parse first: Pin counts a bad key as an invalid lookup, and a typo
 	// at the admin API must not show up in the traffic metrics.
-	if _, err := h.table.ParseKey(key); err != nil {
+	k, err := h.table.ParseKey(key)
+	if err != nil {
 		return tableError(name, err)
 	}
 	server, err := readServer(w, r)
 	if err != nil {
 		return err
+	}
+	if b := state.tableBacking(name); b != nil {
+		if err := b.Pin(r.Context(), k, server); err != nil {
+			return storeUnavailable(name, err)
+		}
+		e, _ := h.table.GetKey(k)
+		return writeJSON(w, http.StatusOK, makeEntryInfo(e, h.table.Now()))
 	}
 	e, err := h.table.Pin(key, server)
 	if err != nil {
@@ -474,6 +499,17 @@ func (a *AdminAPI) deleteEntry(w http.ResponseWriter, r *http.Request, name, key
 	if err != nil {
 		return err
 	}
+	if b := state.tableBacking(name); b != nil {
+		k, err := h.table.ParseKey(key)
+		if err != nil {
+			return tableError(name, err)
+		}
+		_, held := h.table.GetKey(k)
+		if err := b.Delete(r.Context(), k); err != nil {
+			return storeUnavailable(name, err)
+		}
+		return writeJSON(w, http.StatusOK, map[string]bool{"deleted": held})
+	}
 	deleted, err := h.table.Delete(key)
 	if err != nil {
 		return tableError(name, err)
@@ -511,6 +547,10 @@ func (a *AdminAPI) setDrain(w http.ResponseWriter, r *http.Request, addr string,
 		return apiErrorf(http.StatusBadRequest, "server identity of %d bytes is longer than %d", len(addr), sticktable.MaxServerLen)
 	}
 	changed := state.drained.Set(addr, drained)
+	if err := state.storeDrain(r.Context(), addr, drained); err != nil {
+		return apiErrorf(http.StatusServiceUnavailable,
+			"drain state changed on this instance only: the shared store did not take it (%v)", err)
+	}
 	return writeJSON(w, http.StatusOK, drainState{Server: addr, Drained: drained, Changed: &changed})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddy-sticky/sticky/store/valkey"
 )
 
 func init() {
@@ -34,6 +35,11 @@ type App struct {
 	// Peer groups by name: other Caddy instances this one replicates
 	// tables with. A table names its group in its `peers` field.
 	Peers map[string]*peers.Config `json:"peers,omitempty"`
+
+	// Shared stores by name: a table that names one in its `store` field
+	// keeps its authoritative copy there, and its local table becomes a
+	// cache (exclusive with `peers`).
+	Stores map[string]*StoreConfig `json:"stores,omitempty"`
 
 	// Keep tables across full restarts: on stop, a snapshot of every table
 	// (and of the drained servers) is written, and read back when a table
@@ -61,6 +67,9 @@ type TableConfig struct {
 	NoPurge bool `json:"nopurge,omitempty"`
 	// Name of the peer group that replicates this table.
 	Peers string `json:"peers,omitempty"`
+	// Name of the shared store that holds this table (instead of, never
+	// together with, peers).
+	Store string `json:"store,omitempty"`
 }
 
 // PersistConfig says where snapshots go.
@@ -85,6 +94,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	if len(a.Tables) > 0 || len(a.Peers) > 0 {
 		if err := registerTableMetrics(ctx.GetMetricsRegistry()); err != nil {
+			return err
+		}
+	}
+	if len(a.Stores) > 0 {
+		if err := valkey.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
 			return err
 		}
 	}
@@ -170,6 +184,7 @@ var (
 	_ caddy.CleanerUpper       = (*App)(nil)
 	_ selection.TableSource    = (*App)(nil)
 	_ selection.CookieRegistry = (*App)(nil)
+	_ selection.BackingSource  = (*App)(nil)
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -1,6 +1,7 @@
 package sticky
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,6 +12,7 @@ import (
 	"github.com/caddy-sticky/sticky/internal/cfargs"
 	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddy-sticky/sticky/store/valkey"
 )
 
 func init() {
@@ -25,7 +27,17 @@ func init() {
 //			size <n>[k|m]
 //			expire <duration>
 //			nopurge
-//			peers <group>
+//			peers <group>           # or: store <name> (exclusive)
+//		}
+//		store <name> {
+//			valkey {
+//				address redis://<host:port>...   # rediss:// for TLS; several = a cluster
+//				username <user>
+//				password <password>
+//				prefix <key prefix>
+//				timeout <duration>
+//				ca_file <pem file>
+//			}
 //		}
 //		peers <group> {
 //			name <node name>
@@ -53,6 +65,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 
 // UnmarshalCaddyfile parses the sticky global option block.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	// A table naming a store that the block does not define fails with
+	// the table's line, once the whole block is read.
+	storeRefs := map[string]error{}
 	for d.Next() {
 		if d.NextArg() {
 			return d.ArgErr()
@@ -60,9 +75,22 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		for d.NextBlock(0) {
 			switch d.Val() {
 			case "table":
-				if err := a.parseTable(d); err != nil {
+				if err := a.parseTable(d, storeRefs); err != nil {
 					return err
 				}
+			case "store":
+				line := d.Line()
+				name, cfg, err := valkey.ParseStore(d)
+				if err != nil {
+					return err
+				}
+				if a.Stores == nil {
+					a.Stores = map[string]*StoreConfig{}
+				}
+				if _, dup := a.Stores[name]; dup {
+					return fmt.Errorf("store %s defined twice, at %s:%d", name, d.File(), line)
+				}
+				a.Stores[name] = &StoreConfig{Valkey: cfg}
 			case "peers":
 				if !d.NextArg() {
 					return d.Errf("peers needs a group name")
@@ -95,10 +123,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		}
 	}
+	for _, name := range sortedKeys(storeRefs) {
+		if _, ok := a.Stores[name]; !ok {
+			return storeRefs[name]
+		}
+	}
 	return nil
 }
 
-func (a *App) parseTable(d *caddyfile.Dispenser) error {
+func (a *App) parseTable(d *caddyfile.Dispenser, storeRefs map[string]error) error {
 	if !d.NextArg() {
 		return d.Errf("table needs a name")
 	}
@@ -173,6 +206,21 @@ func (a *App) parseTable(d *caddyfile.Dispenser) error {
 				return err
 			}
 			tc.Peers = v
+			if tc.Store != "" {
+				return d.Errf("table %s: peers and store are exclusive (the store already shares the table)", name)
+			}
+		case "store":
+			v, err := cfargs.One(d)
+			if err != nil {
+				return err
+			}
+			tc.Store = v
+			if tc.Peers != "" {
+				return d.Errf("table %s: peers and store are exclusive (the store already shares the table)", name)
+			}
+			if _, seen := storeRefs[v]; !seen {
+				storeRefs[v] = d.Errf("table %s: no store named %q in the sticky option", name, v)
+			}
 		default:
 			return d.Errf("unrecognized table option '%s'", opt)
 		}

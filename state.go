@@ -15,6 +15,7 @@ import (
 	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
+	"github.com/caddy-sticky/sticky/store/valkey"
 )
 
 // state owns everything that outlives a config: the stick tables, the peer
@@ -55,6 +56,7 @@ type stateOwner struct {
 	mu      sync.Mutex
 	tables  map[string]*tableHandle // by poolKey
 	groups  map[string]*groupHandle // by groupKey
+	stores  map[string]*storeHandle // by name and resolved config
 	plans   []*plan                 // provisioned and not yet released
 	running *plan                   // the committed plan, nil when none runs
 
@@ -76,12 +78,18 @@ type stateView struct {
 	peers   map[string]string // table name -> its peer group
 	groups  []*groupHandle    // sorted by name
 	cookies []*selection.StickyCookie
+	// backings are the store bindings of store-backed tables, by name
+	backings map[string]*valkey.Table
+	// drainStore shares drain state, when the config has a store (the
+	// first by name)
+	drainStore *valkey.Store
 }
 
 func newStateOwner() *stateOwner {
 	s := &stateOwner{
 		tables:  map[string]*tableHandle{},
 		groups:  map[string]*groupHandle{},
+		stores:  map[string]*storeHandle{},
 		drained: drain.New(),
 	}
 	s.view.Store(&stateView{byName: map[string]*tableHandle{}})
@@ -113,6 +121,7 @@ type plan struct {
 	stopping, fullStop bool
 	tables             map[string]*tableUse
 	groups             map[string]*groupUse
+	stores             map[string]*storeUse
 	cookies            []*selection.StickyCookie
 	persist            snapshotStore
 	// snap is the snapshot read when the plan was made with no config
@@ -185,7 +194,7 @@ const reservedPrefix = "_sticky_"
 func (s *stateOwner) plan(app *App, logger *zap.Logger, persist snapshotStore) (_ *plan, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := &plan{logger: logger, tables: map[string]*tableUse{}, groups: map[string]*groupUse{}, persist: persist}
+	p := &plan{logger: logger, tables: map[string]*tableUse{}, groups: map[string]*groupUse{}, stores: map[string]*storeUse{}, persist: persist}
 	defer func() {
 		if err != nil {
 			s.releaseLocked(p)
@@ -199,6 +208,9 @@ func (s *stateOwner) plan(app *App, logger *zap.Logger, persist snapshotStore) (
 		p.snap = f
 	}
 	if err := s.planGroups(p, app); err != nil {
+		return nil, err
+	}
+	if err := s.planStoresLocked(p, app, logger); err != nil {
 		return nil, err
 	}
 	if err := s.planTables(p, app); err != nil {
@@ -253,6 +265,9 @@ func (s *stateOwner) planTables(p *plan, app *App) error {
 		}
 		use.h.refs++
 		p.tables[name] = use
+		if err := s.planTableStoreLocked(p, name, tc, use.h.table); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -306,6 +321,7 @@ func (s *stateOwner) start(p *plan) error {
 		}
 		h.group = g
 	}
+	s.startStoresLocked(p)
 	p.phase = planStarted
 	if !p.events && s.running == nil {
 		return s.commitLocked(p)
@@ -420,6 +436,7 @@ func (s *stateOwner) releaseLocked(p *plan) {
 		}
 	}
 	p.groups = nil
+	s.releaseStoresLocked(p)
 	if p.phase < planCommitted {
 		p.phase = planAborted
 	}
@@ -484,6 +501,7 @@ func (s *stateOwner) commitLocked(p *plan) error {
 			}
 		}
 	}
+	s.commitStoresLocked(p, prev)
 	if prev == nil && p.snap != nil {
 		s.restoreDrainLocked(p)
 	}
@@ -499,8 +517,16 @@ func (s *stateOwner) commitLocked(p *plan) error {
 }
 
 func (s *stateOwner) publishLocked(p *plan) {
-	v := &stateView{byName: map[string]*tableHandle{}, peers: map[string]string{}}
+	v := &stateView{byName: map[string]*tableHandle{}, peers: map[string]string{}, backings: map[string]*valkey.Table{}}
 	if p != nil {
+		for _, u := range p.stores {
+			for name, b := range u.bindings {
+				v.backings[name] = b
+			}
+		}
+		if names := sortedKeys(p.stores); len(names) > 0 {
+			v.drainStore = p.stores[names[0]].h.store
+		}
 		for _, name := range sortedKeys(p.tables) {
 			h := p.tables[name].h
 			h.published = true

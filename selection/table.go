@@ -85,11 +85,13 @@ type StickTable struct {
 	fallback reverseproxy.Selector
 	table    *sticktable.Table
 	drained  *drain.Set
-	rules    []compiledRule
-	varKey   string
-	logger   *zap.Logger
-	counts   *outcomeCounters
-	index    atomic.Pointer[dialIndex]
+	// backing is the table's shared store, nil for a local table
+	backing sticktable.Backing
+	rules   []compiledRule
+	varKey  string
+	logger  *zap.Logger
+	counts  *outcomeCounters
+	index   atomic.Pointer[dialIndex]
 	// names maps dial addresses to configured names, dials the reverse
 	names, dials map[string]string
 	side         responseSide
@@ -207,6 +209,7 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 		return err
 	}
 	p.drained = src.Drained()
+	p.backing = backingFor(src, p.Table)
 	return p.load(ctx)
 }
 
@@ -244,6 +247,10 @@ type tableDecision struct {
 	tried []string
 	// hashKey is the key placed by first_choice hash on redispatch
 	hashKey string
+	// stuck is the server identity the shared store holds for the keys
+	// (the stuck server, or the winner of the placement made in Select);
+	// empty when unknown. Only used with a store.
+	stuck string
 }
 
 // Select sends the request to the server of the first matching key whose
@@ -290,6 +297,21 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 			continue
 		}
 		entry, outcome := p.table.MatchKey(key)
+		if p.backing != nil {
+			if outcome == sticktable.OutcomeHit {
+				p.backing.Touch(key, entry)
+			} else if !rule.Store {
+				// A match-only key: read through. Keys that are also
+				// stored are looked up by the placement below, in the
+				// same round trip.
+				if srv, found, _ := p.backing.Lookup(r.Context(), key); found {
+					entry, outcome = sticktable.Entry{Server: srv}, sticktable.OutcomeHit
+				}
+			}
+			if outcome == sticktable.OutcomeHit && d.stuck == "" {
+				d.stuck = entry.Server
+			}
+		}
 		switch outcome {
 		case sticktable.OutcomeHit:
 			up := p.lookup(idx, pool, p.dialOf(entry.Server))
@@ -320,7 +342,13 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 	up := hit
 	if up == nil {
 		up = p.chooseNew(pool, r, w, hashKey, nil)
-		if up != nil && len(d.store) > 0 {
+		switch {
+		case up == nil || len(d.store) == 0:
+		case p.backing != nil:
+			if d.stuck == "" {
+				up = p.place(idx, pool, r, d, up)
+			}
+		default:
 			up = p.reserve(idx, pool, d, up)
 		}
 	}
@@ -347,7 +375,7 @@ func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w
 	if outcome == OutcomeHit || outcome == OutcomeDrained {
 		outcome = OutcomeRedispatched
 	}
-	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, matched: prev.matched, tried: tried, hashKey: prev.hashKey}
+	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, matched: prev.matched, tried: tried, hashKey: prev.hashKey, stuck: prev.stuck}
 	return p.finish(vars, r, d, up)
 }
 
@@ -435,7 +463,7 @@ func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string,
 }
 
 // onResponse commits the stores with the server that answered.
-func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.Response) {
+func (p *StickTable) onResponse(vars map[string]any, req *http.Request, res *http.Response) {
 	d, ok := vars[p.varKey].(*tableDecision)
 	if !ok || d.policy != p || d.server == "" {
 		return
@@ -448,6 +476,10 @@ func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.
 	// of it when it chose. Store-only keys record the server used.
 	redispatched := len(d.tried) > 0 || d.outcome == OutcomeDown || d.outcome == OutcomeRedispatched
 	for i, k := range d.store {
+		if p.backing != nil {
+			p.storeBacked(req.Context(), k, d.stuck, p.identity(d.server))
+			continue
+		}
 		if redispatched || i >= 64 || d.matched&(1<<i) == 0 {
 			p.storeKey(k, d.server)
 		} else {
@@ -469,8 +501,34 @@ func (p *StickTable) onResponse(vars map[string]any, _ *http.Request, res *http.
 			p.debug("response key does not parse for the table's type", text)
 			continue
 		}
+		if p.backing != nil {
+			p.storeBacked(req.Context(), k, "", p.identity(d.server))
+			continue
+		}
 		p.storeKey(k, d.server)
 	}
+}
+
+// place writes the first key of a new user to the shared store with the
+// chosen upstream, if no instance placed it first; when one did and its
+// server is available here, the request goes there instead, so racing
+// first requests on several instances agree.
+func (p *StickTable) place(idx *dialIndex, pool reverseproxy.UpstreamPool, r *http.Request, d *tableDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+	mine := p.identity(up.Dial)
+	winner, err := p.backing.Place(r.Context(), d.store[0], mine)
+	if err != nil {
+		p.debug("store call failed; decided locally", err.Error())
+	}
+	d.stuck = winner
+	if winner == mine {
+		return up
+	}
+	if wup := p.lookup(idx, pool, p.dialOf(winner)); wup != nil && wup.Available() {
+		d.outcome = OutcomeHit
+		return wup
+	}
+	// The winner is not usable here: the response re-sticks the key.
+	return up
 }
 
 // storeKey records k with the server that answered (its name when it has

@@ -58,6 +58,8 @@ func main() {
 	flag.StringVar(&o.caddyBin, "caddy", "", "use this Caddy binary instead of building ./cmd/caddy")
 	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	only := flag.String("only", "", "regexp: measure only scenarios whose \"proxy/policy\" matches (round_robin always runs)")
+	flag.StringVar(&storeURL, "store", "", "redis:// URL of a running Valkey/Redis: also measure stick_table on a store there")
+	flag.StringVar(&storeTimeout, "store-timeout", "50ms", "the store's timeout in that scenario")
 	smoke := flag.Bool("smoke", false, "tiny run of every scenario (3 upstreams, no HAProxy): checks the harness, not the figures")
 	flag.Parse()
 

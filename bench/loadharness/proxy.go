@@ -55,7 +55,7 @@ type scenario struct {
 // falls back to round_robin so the choice for new users costs the same
 // everywhere and the ratios compare persistence work only.
 func caddyScenarios() []scenario {
-	return []scenario{
+	scs := []scenario{
 		{proxy: "caddy", name: "round_robin", id: byNone, caddyPolicy: "round_robin"},
 		{proxy: "caddy", name: "cookie (built-in)", id: byCookie, sticky: true,
 			caddyPolicy: "cookie lb {\n\t\t\tfallback round_robin\n\t\t}"},
@@ -69,7 +69,17 @@ func caddyScenarios() []scenario {
 			caddyTables: "table users {\n\t\t\ttype string len 32\n\t\t\tsize 1m\n\t\t\texpire 30m\n\t\t}",
 			caddyPolicy: "stick_table users {\n\t\t\ton {header.X-User}\n\t\t\tfallback round_robin\n\t\t}"},
 	}
+	if storeURL != "" {
+		scs = append(scs, scenario{proxy: "caddy", name: "stick_table {header.X-User} on a store", id: byHeader, sticky: true,
+			caddyTables: "store shared {\n\t\t\tvalkey {\n\t\t\t\taddress " + storeURL + "\n\t\t\t\ttimeout " + storeTimeout + "\n\t\t\t}\n\t\t}\n\t\ttable users {\n\t\t\ttype string len 32\n\t\t\tsize 1m\n\t\t\texpire 30m\n\t\t\tstore shared\n\t\t}",
+			caddyPolicy: "stick_table users {\n\t\t\ton {header.X-User}\n\t\t\tfallback round_robin\n\t\t}"})
+	}
+	return scs
 }
+
+// storeURL, when set (-store), adds a scenario with the table kept in the
+// Valkey/Redis server there, with storeTimeout per call (-store-timeout).
+var storeURL, storeTimeout = "", "50ms"
 
 // haproxyScenarios are the same setups written the way HAProxy users write
 // them; `balance source` is HAProxy's ip_hash.
