@@ -12,13 +12,12 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"github.com/cespare/xxhash/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/internal/haproxycookie"
-	"github.com/caddy-sticky/sticky/internal/hashmix"
+	placement "github.com/caddy-sticky/sticky/internal/rendezvous"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
 
@@ -443,7 +442,7 @@ func (p *StickTable) chooseNew(pool reverseproxy.UpstreamPool, r *http.Request, 
 // address), so instances that reach the same named servers through
 // different addresses place keys alike.
 func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string, exclude []string, names map[string]string) *reverseproxy.Upstream {
-	kh := xxhash.Sum64String(key)
+	kh := placement.Hash(key)
 	var best *reverseproxy.Upstream
 	var bestScore uint64
 	drained := anyDrained(drainSet)
@@ -455,7 +454,7 @@ func rendezvous(drainSet *drain.Set, pool reverseproxy.UpstreamPool, key string,
 		if name, ok := names[id]; ok {
 			id = name
 		}
-		if score := hashmix.Splitmix64(xxhash.Sum64String(id) ^ kh); best == nil || score > bestScore {
+		if score := placement.Score(placement.Hash(id), kh); best == nil || score > bestScore {
 			best, bestScore = up, score
 		}
 	}
