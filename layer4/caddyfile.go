@@ -28,23 +28,9 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch opt := d.Val(); opt {
 		case "server":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("server takes an upstream address and a name")
+			if err := cfargs.ServerName(d, &p.Servers, nil); err != nil {
+				return err
 			}
-			addr, name := args[0], args[1]
-			if _, dup := p.Servers[addr]; dup {
-				return d.Errf("server %s specified twice", addr)
-			}
-			for other, n := range p.Servers {
-				if n == name {
-					return d.Errf("servers %s and %s have the same name %q", other, addr, name)
-				}
-			}
-			if p.Servers == nil {
-				p.Servers = map[string]string{}
-			}
-			p.Servers[addr] = name
 		case "first_choice":
 			v, err := cfargs.One(d)
 			if err != nil {

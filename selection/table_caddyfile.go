@@ -49,23 +49,9 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.StoreResponse = append(p.StoreResponse, ResponseKey{From: args[0], Name: args[1]})
 		case "server":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("server takes an upstream address and a name")
+			if err := cfargs.ServerName(d, &p.Servers, normalizeDial); err != nil {
+				return err
 			}
-			if p.Servers == nil {
-				p.Servers = map[string]string{}
-			}
-			addr := normalizeDial(args[0])
-			if _, dup := p.Servers[addr]; dup {
-				return d.Errf("server %s specified twice", addr)
-			}
-			for other, name := range p.Servers {
-				if name == args[1] {
-					return d.Errf("servers %s and %s have the same name %q", other, addr, name)
-				}
-			}
-			p.Servers[addr] = args[1]
 		case "first_choice":
 			v, err := cfargs.One(d)
 			if err != nil {

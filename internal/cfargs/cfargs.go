@@ -15,3 +15,30 @@ func One(d *caddyfile.Dispenser) (string, error) {
 	}
 	return v, nil
 }
+
+// ServerName reads `server <address> <name>` into names (address -> name,
+// created if nil), refusing a second line for one address or one name for
+// two addresses. normalize, if not nil, canonicalises the address first.
+func ServerName(d *caddyfile.Dispenser, names *map[string]string, normalize func(string) string) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("server takes an upstream address and a name")
+	}
+	addr, name := args[0], args[1]
+	if normalize != nil {
+		addr = normalize(addr)
+	}
+	if _, dup := (*names)[addr]; dup {
+		return d.Errf("server %s specified twice", addr)
+	}
+	for other, n := range *names {
+		if n == name {
+			return d.Errf("servers %s and %s have the same name %q", other, addr, name)
+		}
+	}
+	if *names == nil {
+		*names = map[string]string{}
+	}
+	(*names)[addr] = name
+	return nil
+}
