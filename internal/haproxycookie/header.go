@@ -103,29 +103,8 @@ func cookieValue(raw string) (string, bool) {
 // so a later well-formed occurrence can still be found. name must be a valid
 // token; otherwise nothing is found.
 func FindCookie(headerValues []string, name string) (value string, found bool) {
-	if !isToken(name) {
-		return "", false
-	}
-	for _, line := range headerValues {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = trimOWS(part)
-			if part == "" {
-				continue
-			}
-			n, raw := pairName(part)
-			if n != name {
-				continue
-			}
-			v, ok := cookieValue(raw)
-			if !ok || len(v) > MaxValueLen {
-				continue
-			}
-			return v, true
-		}
-	}
-	return "", false
+	v, p := ScanCookie(headerValues, name)
+	return v, p == Present
 }
 
 // Presence says what a request carries under a cookie name.
