@@ -224,3 +224,25 @@ func (s *stateOwner) startStoresLocked(p *plan) {
 		p.stores[name].h.store.Connect()
 	}
 }
+
+// storeStatuses describes the running config's stores, for the status
+// page and its JSON.
+func (s *stateOwner) storeStatuses() []storeStatus {
+	v := s.view.Load()
+	byStore := map[*valkey.Store][]string{}
+	var order []*valkey.Store
+	for _, name := range sortedKeys(v.backings) {
+		st := v.backings[name].Store()
+		if _, ok := byStore[st]; !ok {
+			order = append(order, st)
+		}
+		byStore[st] = append(byStore[st], name)
+	}
+	out := []storeStatus{}
+	for _, st := range order {
+		stats := st.Stats()
+		out = append(out, storeStatus{Name: st.Name(), Prefix: st.Prefix(), Tables: byStore[st],
+			BreakerOpen: stats.BreakerOpen, Resyncing: st.Resyncing(), Calls: stats.Calls, Invalidations: stats.Invalidations})
+	}
+	return out
+}

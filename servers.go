@@ -59,7 +59,27 @@ type statusReport struct {
 	Servers  []serverInfo   `json:"servers"`
 	Policies []policyStatus `json:"policies"`
 	Peers    any            `json:"peers"`
+	Stores   []storeStatus  `json:"stores"`
 	Drained  []string       `json:"drained"`
+}
+
+// storeStatus is one shared store of the running config.
+type storeStatus struct {
+	// Name is the store's name in the sticky app.
+	Name string `json:"name"`
+	// Prefix starts every key the store holds for this fleet.
+	Prefix string `json:"prefix"`
+	// Tables are the tables kept in it.
+	Tables []string `json:"tables"`
+	// BreakerOpen: the store failed repeatedly; instances decide locally
+	// until it answers again.
+	BreakerOpen bool `json:"breaker_open"`
+	// Resyncing: reconciling local decisions with the store after an
+	// outage or a lost connection.
+	Resyncing bool `json:"resyncing"`
+	// Calls and Invalidations count since the store client started.
+	Calls         uint64 `json:"calls"`
+	Invalidations uint64 `json:"invalidations"`
 }
 
 // tableStatus is a table with the figures people read off the page.
@@ -88,7 +108,7 @@ type upstreamStatus struct {
 // gatherStatus reads the tables' per-server counters, the drain set and
 // the cookie policies' pools: no table is scanned.
 func gatherStatus() statusReport {
-	rep := statusReport{Time: time.Now().UTC(), Tables: []tableStatus{}, Policies: []policyStatus{}}
+	rep := statusReport{Time: time.Now().UTC(), Tables: []tableStatus{}, Policies: []policyStatus{}, Stores: state.storeStatuses()}
 	drained := drainedServers()
 	if drained == nil {
 		drained = []string{}

@@ -255,6 +255,7 @@ type statusView struct {
 	Policies                []policyView
 	Peers                   []peerGroupView
 	PeersOther              string // peer data of a shape this page does not know, as JSON
+	Stores                  []storeStatus
 	TotalStuck              int
 	DrainedCount            int
 }
@@ -377,6 +378,7 @@ func (p *StatusPage) view(rep statusReport, nonce string) statusView {
 		}
 		v.Servers = append(v.Servers, sv)
 	}
+	v.Stores = rep.Stores
 	switch peers := rep.Peers.(type) {
 	case []peerGroupStatus:
 		for _, g := range peers {

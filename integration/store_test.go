@@ -328,3 +328,89 @@ func TestStoreInstances(t *testing.T) {
 		t.Fatalf("alice not reconciled into the restarted store: %q", v)
 	}
 }
+
+// TestStatusPageShowsStoreHealth: the status page (and its JSON) shows the
+// shared store with its tables and state, and says so when the store is
+// down and the instance decides locally.
+func TestStatusPageShowsStoreHealth(t *testing.T) {
+	r := redistest.Start(t)
+	bs := startBackends(t, 2)
+	port := freePort(t)
+	loadCaddy(t, adapt(t, fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+	storage file_system %s
+	log {
+		level ERROR
+	}
+	sticky {
+		store shared {
+			valkey {
+				address %s
+				timeout 50ms
+			}
+		}
+		table users {
+			store shared
+		}
+	}
+}
+
+http://127.0.0.1:%d {
+	handle /status* {
+		sticky_status
+	}
+	handle {
+		reverse_proxy %s {
+			lb_policy stick_table users {
+				on {header.X-User}
+			}
+		}
+	}
+}
+`, t.TempDir(), r.URL(), port, upstreamList(bs))))
+	as(t, port, "alice", "")
+	type storeState struct {
+		Name        string   `json:"name"`
+		Tables      []string `json:"tables"`
+		BreakerOpen bool     `json:"breaker_open"`
+	}
+	stores := func() []storeState {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/status", port), nil)
+		req.Header.Set("Accept", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var rep struct {
+			Stores []storeState `json:"stores"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Stores
+	}
+	if got := stores(); len(got) != 1 || got[0].Name != "shared" || len(got[0].Tables) != 1 || got[0].Tables[0] != "users" || got[0].BreakerOpen {
+		t.Fatalf("stores on the status page: %+v", got)
+	}
+	if page := raw(t, port, "GET", "/status", "").Body; !strings.Contains(page, `data-store="shared"`) || !strings.Contains(page, ">up<") {
+		t.Fatalf("the HTML page does not show the store as up")
+	}
+	r.Kill()
+	for i := 0; i < 10; i++ {
+		as(t, port, fmt.Sprintf("user-%d", i), "") // calls fail: the breaker opens
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !stores()[0].BreakerOpen {
+		if time.Now().After(deadline) {
+			t.Fatal("the status page never showed the store down")
+		}
+		as(t, port, "bob", "")
+		time.Sleep(50 * time.Millisecond)
+	}
+	if page := raw(t, port, "GET", "/status", "").Body; !strings.Contains(page, "deciding locally") {
+		t.Fatal("the HTML page does not say the store is down")
+	}
+}

@@ -34,6 +34,9 @@ func (tb *Table) Local() *sticktable.Table { return tb.t }
 // Name is the table's name.
 func (tb *Table) Name() string { return tb.name }
 
+// Store is the store the table is kept in.
+func (tb *Table) Store() *Store { return tb.s }
+
 func (tb *Table) redisKey(k sticktable.Key) string {
 	var buf [64]byte
 	b := append(buf[:0], tb.keyPrefix...)
