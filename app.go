@@ -177,6 +177,14 @@ func (tc *TableConfig) tableConfig() (sticktable.Config, error) {
 	return cfg, nil
 }
 
+// AddTablePolicy records a stick_table policy of this config for the
+// status page.
+func (a *App) AddTablePolicy(t *selection.StickTable) {
+	if a.plan != nil {
+		state.addTablePolicy(a.plan, t)
+	}
+}
+
 // Interface guards
 var (
 	_ caddy.App                = (*App)(nil)
@@ -184,6 +192,7 @@ var (
 	_ caddy.CleanerUpper       = (*App)(nil)
 	_ selection.TableSource    = (*App)(nil)
 	_ selection.CookieRegistry = (*App)(nil)
+	_ selection.TableRegistry  = (*App)(nil)
 	_ selection.BackingSource  = (*App)(nil)
 )
 

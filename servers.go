@@ -19,10 +19,10 @@ var (
 	publishedTables = func() []*tableHandle { return state.tableList() }
 	// drainedServers returns the drained servers, sorted.
 	drainedServers = func() []string { return state.drained.List() }
-	// cookiePolicyServers returns the upstreams of the running sticky_cookie
+	// policyServers returns the upstreams of the running sticky_cookie and stick_table
 	// policies with Caddy's health of each.
-	cookiePolicyServers = func() []selection.PolicyServers {
-		return selection.CookiePolicyServers(state.cookiePolicies())
+	policyServers = func() []selection.PolicyServers {
+		return selection.PolicyServersOf(state.cookiePolicies(), state.tablePolicyList())
 	}
 )
 
@@ -135,7 +135,7 @@ func gatherStatus() statusReport {
 			}
 		}
 	}
-	policies := cookiePolicyServers()
+	policies := policyServers()
 	for _, p := range policies {
 		for _, up := range p.Servers {
 			s := get(up.Server)

@@ -78,6 +78,8 @@ type stateView struct {
 	peers   map[string]string // table name -> its peer group
 	groups  []*groupHandle    // sorted by name
 	cookies []*selection.StickyCookie
+	// tablePolicies are the running config's stick_table policies
+	tablePolicies []*selection.StickTable
 	// backings are the store bindings of store-backed tables, by name
 	backings map[string]*valkey.Table
 	// drainStore shares drain state, when the config has a store (the
@@ -123,6 +125,7 @@ type plan struct {
 	groups             map[string]*groupUse
 	stores             map[string]*storeUse
 	cookies            []*selection.StickyCookie
+	tablePolicies      []*selection.StickTable
 	persist            snapshotStore
 	// snap is the snapshot read when the plan was made with no config
 	// running; it restores new tables then, and the drain state at commit.
@@ -538,6 +541,7 @@ func (s *stateOwner) publishLocked(p *plan) {
 			v.groups = append(v.groups, p.groups[name].h)
 		}
 		v.cookies = slices.Clone(p.cookies)
+		v.tablePolicies = slices.Clone(p.tablePolicies)
 	}
 	s.view.Store(v)
 }
@@ -554,6 +558,22 @@ func (s *stateOwner) addCookiePolicy(p *plan, c *selection.StickyCookie) {
 		s.publishLocked(p)
 	}
 }
+
+// addTablePolicy records a stick_table policy of p's config, for the
+// status page.
+func (s *stateOwner) addTablePolicy(p *plan, t *selection.StickTable) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(p.tablePolicies, t) {
+		p.tablePolicies = append(p.tablePolicies, t)
+	}
+	if s.running == p {
+		s.publishLocked(p)
+	}
+}
+
+// tablePolicyList returns the running config's stick_table policies.
+func (s *stateOwner) tablePolicyList() []*selection.StickTable { return s.view.Load().tablePolicies }
 
 // table returns the running config's table of that name, or nil.
 func (s *stateOwner) table(name string) *tableHandle { return s.view.Load().byName[name] }

@@ -409,10 +409,18 @@ func TestStatusPageMatchesAdminAPI(t *testing.T) {
 	if r := rep.Tables[0].HitRatio; r == nil || *r < 0.49 || *r > 0.51 {
 		t.Errorf("hit ratio %v, want 0.5 (each user twice)", r)
 	}
-	if len(rep.Policies) != 1 || len(rep.Policies[0].Servers) != 3 {
+	// both reverse_proxy handlers' policies, by name; only the cookie one
+	// has passive health checks (fail_duration)
+	if len(rep.Policies) != 2 || rep.Policies[0].Policy != "stick_table sessions" || rep.Policies[1].Policy != "sticky_cookie SRV" ||
+		len(rep.Policies[0].Servers) != 3 || len(rep.Policies[1].Servers) != 3 {
 		t.Fatalf("policies: %+v", rep.Policies)
 	}
 	for _, up := range rep.Policies[0].Servers {
+		if !up.Available {
+			t.Errorf("stick_table's view of %s: unavailable without health checks", up.Server)
+		}
+	}
+	for _, up := range rep.Policies[1].Servers {
 		if up.Stuck != api[up.Server].Stuck {
 			t.Errorf("policy view of %s: stuck %d, API %d", up.Server, up.Stuck, api[up.Server].Stuck)
 		}

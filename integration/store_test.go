@@ -398,6 +398,28 @@ http://127.0.0.1:%d {
 	if page := raw(t, port, "GET", "/status", "").Body; !strings.Contains(page, `data-store="shared"`) || !strings.Contains(page, ">up<") {
 		t.Fatalf("the HTML page does not show the store as up")
 	}
+	// the stick_table policy's upstreams, with Caddy's health, as for
+	// sticky_cookie policies
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/status", port), nil)
+	req.Header.Set("Accept", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Policies []struct {
+			Policy  string `json:"policy"`
+			Servers []struct {
+				Server    string `json:"server"`
+				Available bool   `json:"available"`
+			} `json:"servers"`
+		} `json:"policies"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&rep)
+	res.Body.Close()
+	if err != nil || len(rep.Policies) != 1 || rep.Policies[0].Policy != "stick_table users" || len(rep.Policies[0].Servers) != 2 || !rep.Policies[0].Servers[0].Available {
+		t.Fatalf("policies on the status page: %+v (%v)", rep.Policies, err)
+	}
 	r.Kill()
 	for i := 0; i < 10; i++ {
 		as(t, port, fmt.Sprintf("user-%d", i), "") // calls fail: the breaker opens

@@ -62,35 +62,36 @@ type UpstreamState struct {
 	Fails    int `json:"fails"`
 }
 
-// PolicyServers is the upstreams of the sticky_cookie policies using one
-// cookie name, as last seen by Select.
+// PolicyServers is the upstreams of the policies using one cookie name (or
+// one table), as last seen by Select.
 type PolicyServers struct {
 	// Policy names the policy, e.g. "sticky_cookie SERVERID".
 	Policy string `json:"policy"`
-	// Cookie is the cookie's name.
-	Cookie string `json:"cookie"`
+	// Cookie is the cookie's name (sticky_cookie policies).
+	Cookie string `json:"cookie,omitempty"`
 	// Servers are the upstreams, in pool order, each once.
 	Servers []UpstreamState `json:"servers"`
 }
 
-// CookiePolicyServers lists, for each of the policies (those sharing a
-// cookie name folded together), the upstreams it last selected from with
-// their health. A policy that has not served a request yet lists none.
-func CookiePolicyServers(policies []*StickyCookie) []PolicyServers {
-	byCookie := map[string]*PolicyServers{}
+// PolicyServersOf lists, for each of the policies (those sharing a cookie
+// name, or a table, folded together), the upstreams it last selected from
+// with their health. A policy that has not served a request yet lists
+// none.
+func PolicyServersOf(cookies []*StickyCookie, tables []*StickTable) []PolicyServers {
+	byName := map[string]*PolicyServers{}
 	seen := map[string]map[string]bool{}
-	for _, s := range policies {
-		ps := byCookie[s.Name]
+	add := func(policy, cookie string, pool reverseproxy.UpstreamPool) {
+		ps := byName[policy]
 		if ps == nil {
-			ps = &PolicyServers{Policy: "sticky_cookie " + s.Name, Cookie: s.Name, Servers: []UpstreamState{}}
-			byCookie[s.Name] = ps
-			seen[s.Name] = map[string]bool{}
+			ps = &PolicyServers{Policy: policy, Cookie: cookie, Servers: []UpstreamState{}}
+			byName[policy] = ps
+			seen[policy] = map[string]bool{}
 		}
-		for _, up := range s.seen.load() {
-			if up == nil || seen[s.Name][up.Dial] {
+		for _, up := range pool {
+			if up == nil || seen[policy][up.Dial] {
 				continue
 			}
-			seen[s.Name][up.Dial] = true
+			seen[policy][up.Dial] = true
 			st := UpstreamState{Server: up.Dial, Available: up.Available(), Healthy: up.Healthy()}
 			if up.Host != nil {
 				st.Requests, st.Fails = up.Host.NumRequests(), up.Host.Fails()
@@ -98,10 +99,16 @@ func CookiePolicyServers(policies []*StickyCookie) []PolicyServers {
 			ps.Servers = append(ps.Servers, st)
 		}
 	}
-	out := make([]PolicyServers, 0, len(byCookie))
-	for _, ps := range byCookie {
+	for _, s := range cookies {
+		add("sticky_cookie "+s.Name, s.Name, s.seen.load())
+	}
+	for _, p := range tables {
+		add("stick_table "+p.Table, "", p.seen.load())
+	}
+	out := make([]PolicyServers, 0, len(byName))
+	for _, ps := range byName {
 		out = append(out, *ps)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Cookie < out[j].Cookie })
+	sort.Slice(out, func(i, j int) bool { return out[i].Policy < out[j].Policy })
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/caddy-sticky/sticky/internal/drain"
 	"github.com/caddy-sticky/sticky/sticktable"
@@ -25,6 +26,12 @@ type CookieRegistry interface {
 	AddCookiePolicy(*StickyCookie)
 }
 
+// TableRegistry collects the stick_table policies of a config, so the
+// status page can show the upstreams each one serves.
+type TableRegistry interface {
+	AddTablePolicy(*StickTable)
+}
+
 // stateSource is the sticky app as the policies use it.
 type stateSource interface {
 	TableSource
@@ -43,4 +50,16 @@ func stickyState(ctx caddy.Context) (stateSource, error) {
 		return nil, fmt.Errorf("the sticky app (%T) does not provide tables", app)
 	}
 	return src, nil
+}
+
+// directPolicy reports whether the module being provisioned is the
+// selection policy of its reverse_proxy handler itself, not the fallback
+// of another policy.
+func directPolicy(ctx caddy.Context) bool {
+	mods := ctx.Modules()
+	if len(mods) < 2 {
+		return false
+	}
+	_, ok := mods[len(mods)-2].(*reverseproxy.Handler)
+	return ok
 }

@@ -84,6 +84,7 @@ type StickTable struct {
 	fallback reverseproxy.Selector
 	table    *sticktable.Table
 	drained  *drain.Set
+	seen     seenPool // the pool Select last saw, for the status page
 	// backing is the table's shared store, nil for a local table
 	backing sticktable.Backing
 	rules   []compiledRule
@@ -209,6 +210,10 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 	}
 	p.drained = src.Drained()
 	p.backing = backingFor(src, p.Table)
+	if reg, ok := src.(TableRegistry); ok && directPolicy(ctx) {
+		// a policy that is another's fallback shows under that one
+		reg.AddTablePolicy(p)
+	}
 	return p.load(ctx)
 }
 
@@ -255,6 +260,7 @@ type tableDecision struct {
 // Select sends the request to the server of the first matching key whose
 // server is available; otherwise to the first choice or the fallback.
 func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	p.seen.observe(pool)
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	refusedBefore := false
 	if prev, ok := vars[p.varKey].(*tableDecision); ok && prev.policy == p {
