@@ -145,22 +145,6 @@ func TestReloadDoesNotWriteSnapshot(t *testing.T) {
 	}
 }
 
-func TestDecodeSnapshotFileRejectsGarbage(t *testing.T) {
-	for _, b := range [][]byte{nil, []byte("STKYSNAP"), []byte("STKYSNAP\x02"), []byte("NOTASNAP\x01"), append([]byte("STKYSNAP\x01\x00\x00\x00\x01\x00\x05"), 'a')} {
-		if _, err := decodeSnapshotFile(b); err == nil {
-			t.Errorf("accepted %q", b)
-		}
-	}
-}
-
-func FuzzDecodeSnapshotFile(f *testing.F) {
-	f.Add([]byte("STKYSNAP\x01\x00\x00\x00\x00\x00\x00\x00\x00"))
-	f.Add([]byte("STKYSNAP\x01\x00\x00\x00\x01\x00\x03a:1\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x02xy"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = decodeSnapshotFile(b)
-	})
-}
-
 func TestGlobalOptionCaddyfile(t *testing.T) {
 	in := `sticky {
 		table sessions {

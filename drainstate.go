@@ -51,17 +51,17 @@ func (s *stateOwner) ensureDrainTableLocked() {
 // format carry only a list, restored with new versions.
 func (s *stateOwner) restoreDrainLocked(p *plan) {
 	f := p.snap
-	if f.drainTable != nil && s.drainTable != nil {
-		if _, err := s.drainTable.ReadSnapshot(bytes.NewReader(f.drainTable)); err != nil {
+	if f.DrainTable != nil && s.drainTable != nil {
+		if _, err := s.drainTable.ReadSnapshot(bytes.NewReader(f.DrainTable)); err != nil {
 			p.logger.Error("restoring drained servers from snapshot", zap.Error(err))
 		}
 		s.drained.Replace(drainTableServers(s.drainTable))
 		return
 	}
-	if len(f.drained) > 0 && len(s.drained.List()) == 0 {
-		s.drained.Replace(f.drained)
+	if len(f.Drained) > 0 && len(s.drained.List()) == 0 {
+		s.drained.Replace(f.Drained)
 		if s.drainTable != nil {
-			for _, server := range f.drained {
+			for _, server := range f.Drained {
 				_, _ = s.drainTable.Store(server, "drained")
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-sticky/sticky/internal/snapfile"
 	"github.com/caddy-sticky/sticky/peers"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
@@ -48,10 +49,10 @@ func TestRejectedFirstConfigKeepsSnapshot(t *testing.T) {
 		}
 		now, _ := os.ReadFile(path)
 		if string(now) != string(orig) {
-			f, _ := decodeSnapshotFile(now)
+			f, _ := snapfile.Decode(now)
 			var names []string
 			if f != nil {
-				names = sortedKeys(f.tables)
+				names = sortedKeys(f.Tables)
 			}
 			t.Fatalf("attempt %d: a rejected config rewrote the snapshot (tables now %v, were [a b])", attempt, names)
 		}

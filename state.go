@@ -259,7 +259,7 @@ func (s *stateOwner) planTables(p *plan, app *App) error {
 			if p.snap != nil {
 				// Only with no config running: a table that a reload
 				// re-creates must not come back with older entries.
-				if n, err := p.snap.restore(name, t); err != nil {
+				if n, err := restoreTable(p.snap, name, t); err != nil {
 					p.logger.Error("restoring table from snapshot", zap.String("table", name), zap.Error(err))
 				} else if n > 0 {
 					p.logger.Info("restored table from snapshot", zap.String("table", name), zap.Int("entries", n))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-sticky/sticky/internal/snapfile"
 	"github.com/caddy-sticky/sticky/selection"
 	"github.com/caddy-sticky/sticky/sticktable"
 )
@@ -241,7 +242,7 @@ func TestSnapshotTooLargeIsNotRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Truncate(maxSnapshot + 1); err != nil {
+	if err := f.Truncate(snapfile.Max + 1); err != nil {
 		t.Skipf("cannot make a sparse file here: %v", err)
 	}
 	f.Close()
