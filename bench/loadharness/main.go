@@ -99,7 +99,14 @@ func main() {
 		}
 		o.only = re
 	}
-	o.command = "go run ./bench/loadharness " + strings.Join(os.Args[1:], " ")
+	args := make([]string, 0, len(os.Args)-1)
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " |*?()[]{}$&;<>\\'\"") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		args = append(args, a)
+	}
+	o.command = strings.Join(append([]string{"go run ./bench/loadharness"}, args...), " ")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

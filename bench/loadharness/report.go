@@ -140,11 +140,9 @@ func (r *report) markdown() string {
 	if o.smoke {
 		b.WriteString("- **smoke mode**: tiny runs that check the machinery; the figures mean nothing\n")
 	}
-	b.WriteString("\n### Throughput and stickiness\n\n")
-	b.WriteString("Medians over rounds, (min–max) when they differ. \"vs round_robin\" divides by the same proxy's round_robin at the same upstream count in the same round. \"users\" is who persistence is for: a cookie jar or an X-User value, or for client-address policies one client address (= one connection). A violation is a user answered by two servers with no failure in between (summed over rounds). \"failed\" is non-200 answers and transport errors, summed over rounds.\n\n")
-	b.WriteString("| proxy | policy | upstreams | req/s | vs round_robin | p50 ms | p99 ms | users | violations | failed |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	writeRows(&b, r.rows())
+	if len(r.runs) > 0 {
+		r.writeThroughput(&b)
+	}
 	if r.storeNote != "" {
 		fmt.Fprintf(&b, "\n%s.\n", r.storeNote)
 	}
@@ -232,11 +230,13 @@ func (r *report) targets() []string {
 			viol += rw.switched
 		}
 	}
-	verdict := "met"
-	if viol != 0 {
-		verdict = "MISSED"
+	if len(r.runs) > 0 {
+		verdict := "met"
+		if viol != 0 {
+			verdict = "MISSED"
+		}
+		out = append(out, fmt.Sprintf("stickiness violations over all sticky configurations and rounds: %d (target 0): %s", viol, verdict))
 	}
-	out = append(out, fmt.Sprintf("stickiness violations over all sticky configurations and rounds: %d (target 0): %s", viol, verdict))
 	l4viol := 0
 	for _, rw := range rowsOf(r.l4runs) {
 		if rw.sc.sticky {
@@ -344,4 +344,13 @@ func (r *report) scaleRows() []scaleRow {
 		rows = append(rows, rw)
 	}
 	return rows
+}
+
+// writeThroughput renders the HTTP throughput table.
+func (r *report) writeThroughput(b *strings.Builder) {
+	b.WriteString("\n### Throughput and stickiness\n\n")
+	b.WriteString("Medians over rounds, (min–max) when they differ. \"vs round_robin\" divides by the same proxy's round_robin at the same upstream count in the same round. \"users\" is who persistence is for: a cookie jar or an X-User value, or for client-address policies one client address (= one connection). A violation is a user answered by two servers with no failure in between (summed over rounds). \"failed\" is non-200 answers and transport errors, summed over rounds.\n\n")
+	b.WriteString("| proxy | policy | upstreams | req/s | vs round_robin | p50 ms | p99 ms | users | violations | failed |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	writeRows(b, r.rows())
 }
