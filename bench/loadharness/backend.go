@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,8 @@ type backend struct {
 	name string
 	addr string
 
-	srv      *http.Server
+	srv      *http.Server // HTTP backends
+	ln       net.Listener // TCP backends
 	hits     atomic.Int64
 	stopOnce sync.Once
 }
@@ -60,7 +62,59 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 // listener closes (new connections are refused) and open connections are
 // cut, including those the proxy keeps alive.
 func (b *backend) kill() {
-	b.stopOnce.Do(func() { _ = b.srv.Close() })
+	b.stopOnce.Do(func() {
+		if b.srv != nil {
+			_ = b.srv.Close()
+		}
+		if b.ln != nil {
+			_ = b.ln.Close()
+		}
+	})
+}
+
+// startTCPBackend starts a TCP server for the layer-4 scenario: it
+// answers every connection with its name and a newline and closes it, so
+// one connection is one whole exchange (connect, answer, close) and the
+// client learns from the line which server the proxy chose.
+func startTCPBackend(name string) (*backend, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	b := &backend{name: name, addr: ln.Addr().String(), ln: ln}
+	line := []byte(name + "\n")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue // a transient accept error (e.g. too many files): keep serving
+			}
+			b.hits.Add(1)
+			go func() {
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, _ = c.Write(line)
+				_ = c.Close()
+			}()
+		}
+	}()
+	return b, nil
+}
+
+// startTCPBackends starts n TCP backends named prefix1..prefixN.
+func startTCPBackends(prefix string, n int) ([]*backend, error) {
+	bs := make([]*backend, 0, n)
+	for i := 1; i <= n; i++ {
+		b, err := startTCPBackend(fmt.Sprintf("%s%d", prefix, i))
+		if err != nil {
+			killAll(bs)
+			return nil, err
+		}
+		bs = append(bs, b)
+	}
+	return bs, nil
 }
 
 // startBackends starts n backends named prefix1..prefixN.

@@ -21,13 +21,17 @@ type options struct {
 	slice       time.Duration // measured periods alternate between configurations in slices this long
 	rounds      int
 	upstreams   []int
-	concurrency int     // connections, each a worker sending back to back
-	users       int     // users present when a configuration starts
-	arrival     float64 // new users per second after that
-	maxUsers    int     // bound on the population
-	visit       int     // requests a user sends each time it is picked
-	failUsers   int     // population of the failover scenario
-	memKeys     int     // distinct keys stored by the memory scenario
+	concurrency int           // connections, each a worker sending back to back
+	users       int           // users present when a configuration starts
+	arrival     float64       // new users per second after that
+	maxUsers    int           // bound on the population
+	visit       int           // requests a user sends each time it is picked
+	failUsers   int           // population of the failover scenario
+	memKeys     int           // distinct keys stored by the memory scenario
+	scaleUsers  int           // distinct users the scale scenario sends, one request each
+	scaleLimit  time.Duration // bound on the scale scenario's fill, whatever its count
+	scaleRounds int           // rounds of the scale scenario (each a fresh proxy per configuration)
+	layer4      bool          // run the layer-4 configurations
 	settle      time.Duration
 	haproxy     string // auto | on | off
 	caddyBin    string // prebuilt binary; empty: build from the checkout
@@ -53,6 +57,10 @@ func smokeOptions() options {
 		visit:       3,
 		failUsers:   60,
 		memKeys:     20000,
+		scaleUsers:  5000,
+		scaleLimit:  20 * time.Second,
+		scaleRounds: 1,
+		layer4:      true,
 		settle:      300 * time.Millisecond,
 		haproxy:     "off",
 		smoke:       true,
@@ -95,8 +103,11 @@ type report struct {
 	caddyVersion   string
 	haproxyVersion string
 	runs           []runResult
+	l4runs         []runResult
 	fails          []failResult
 	mems           []memResult
+	scales         []scaleResult
+	storeNote      string // how the store scenario was set up, or why it did not run
 }
 
 type harness struct {
@@ -143,18 +154,46 @@ func run(ctx context.Context, o options, logf func(string, ...any)) (*report, er
 			return nil, fmt.Errorf("-haproxy on, but no haproxy on PATH")
 		}
 	}
+	if o.smoke && storeURL == "" {
+		// The smoke run covers the store scenario when it can start a
+		// redis-server of its own; it never needs one.
+		url, stopRedis, err := startRedis(tmp)
+		switch {
+		case err != nil:
+			rep.storeNote = "store scenario skipped: " + err.Error()
+			logf("%s", rep.storeNote)
+		default:
+			defer stopRedis()
+			storeURL = url
+			defer func() { storeURL = "" }()
+			rep.storeNote = "store scenario on a redis-server the harness started"
+		}
+	}
 	scenarios := caddyScenarios()
+	l4 := []scenario(nil)
+	if o.layer4 {
+		l4 = layer4Scenarios()
+	}
+	scales := []scenario(nil)
+	if o.scaleUsers > 0 {
+		scales = scaleScenarios()
+	}
 	if h.haproxyBin != "" {
 		scenarios = append(scenarios, haproxyScenarios()...)
+		if o.layer4 {
+			l4 = append(l4, haproxyLayer4Scenarios()...)
+		}
+		if o.scaleUsers > 0 {
+			scales = append(scales, haproxyScaleScenarios()...)
+		}
 	} else {
 		logf("no haproxy on PATH (or -haproxy off): Caddy only")
 	}
 
 	if o.only != nil {
-		scenarios = slices.DeleteFunc(scenarios, func(sc scenario) bool {
-			// round_robin stays: every ratio is taken against it.
-			return sc.name != "round_robin" && !o.only.MatchString(sc.proxy+"/"+sc.name)
-		})
+		scenarios = onlyMatching(o.only, scenarios)
+		l4 = onlyMatching(o.only, l4)
+		scales = slices.DeleteFunc(scales, func(sc scenario) bool { return !o.only.MatchString(sc.proxy + "/" + sc.name) })
 	}
 
 	maxN := 0
@@ -166,6 +205,13 @@ func run(ctx context.Context, o options, logf func(string, ...any)) (*report, er
 		return nil, err
 	}
 	defer killAll(bs)
+	var tcpBs []*backend
+	if len(l4) > 0 {
+		if tcpBs, err = startTCPBackends("t", maxN); err != nil {
+			return nil, err
+		}
+		defer killAll(tcpBs)
+	}
 
 	// One round measures every configuration once. Configurations are
 	// grouped by proxy and upstream count, round_robin among them. A
@@ -175,40 +221,53 @@ func run(ctx context.Context, o options, logf func(string, ...any)) (*report, er
 	// machine: drift from other tenants lands on all of them alike and
 	// cancels out of the ratios. The order rotates from round to round,
 	// across groups and within them, and from slice to slice.
+	// Layer-4 groups are separate from HTTP ones: their configurations
+	// are compared with their own round_robin.
 	type group struct {
 		n   int
 		scs []scenario
 	}
 	var groups []group
-	for _, n := range o.upstreams {
-		for _, proxy := range []string{"caddy", "haproxy"} {
-			g := group{n: n}
-			for _, sc := range scenarios {
-				if sc.proxy == proxy {
-					g.scs = append(g.scs, sc)
+	for _, list := range [][]scenario{scenarios, l4} {
+		for _, n := range o.upstreams {
+			for _, proxy := range []string{"caddy", "haproxy"} {
+				g := group{n: n}
+				for _, sc := range list {
+					if sc.proxy == proxy {
+						g.scs = append(g.scs, sc)
+					}
 				}
-			}
-			if len(g.scs) > 0 {
-				groups = append(groups, g)
+				if len(g.scs) > 0 {
+					groups = append(groups, g)
+				}
 			}
 		}
 	}
-	for r := 0; r < o.rounds; r++ {
+	for r := 0; r < o.rounds && len(groups) > 0; r++ {
 		for gi := range groups {
 			g := groups[(gi+r)%len(groups)]
 			scs := append(slices.Clone(g.scs[r%len(g.scs):]), g.scs[:r%len(g.scs)]...)
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			sts, err := h.measureGroup(ctx, scs, bs[:g.n])
+			backends, unit := bs[:g.n], "req/s"
+			if scs[0].layer4 {
+				backends, unit = tcpBs[:g.n], "conn/s"
+			}
+			sts, err := h.measureGroup(ctx, scs, backends)
 			if err != nil {
 				return nil, err
 			}
 			for i, sc := range scs {
 				st := sts[i]
-				logf("round %d/%d  %-7s %-32s %2d upstreams  %8.0f req/s  p50 %v  p99 %v  switched %d/%d  failed %d",
-					r+1, o.rounds, sc.proxy, sc.name, g.n, st.rps, st.p50.Round(time.Microsecond), st.p99.Round(time.Microsecond), st.switched, st.tracked, st.failed)
-				rep.runs = append(rep.runs, runResult{sc: sc, upstreams: g.n, round: r, stats: st})
+				logf("round %d/%d  %-7s %-32s %2d upstreams  %8.0f %s  p50 %v  p99 %v  switched %d/%d  failed %d",
+					r+1, o.rounds, sc.proxy, sc.name, g.n, st.rps, unit, st.p50.Round(time.Microsecond), st.p99.Round(time.Microsecond), st.switched, st.tracked, st.failed)
+				res := runResult{sc: sc, upstreams: g.n, round: r, stats: st}
+				if sc.layer4 {
+					rep.l4runs = append(rep.l4runs, res)
+				} else {
+					rep.runs = append(rep.runs, res)
+				}
 			}
 		}
 	}
@@ -230,12 +289,33 @@ func run(ctx context.Context, o options, logf func(string, ...any)) (*report, er
 		if sc.id != byHeader {
 			continue
 		}
+		if o.smoke && sc.store {
+			// the smoke run's 30 s budget: the store's table is measured
+			// for throughput and failover there, memory in full runs only
+			continue
+		}
 		mr, err := h.memory(ctx, sc, bs[:min(3, len(bs))])
 		if err != nil {
 			return nil, err
 		}
 		logf("memory   %-7s %-32s %d keys: RSS %d -> %d KiB, %.0f B/entry", sc.proxy, sc.name, mr.keys, mr.baseKiB, mr.afterKiB, mr.perEntryB)
 		rep.mems = append(rep.mems, mr)
+	}
+
+	// Scale: each round starts a fresh proxy per configuration, in
+	// alternating order, on 3 backends.
+	for r := 0; r < o.scaleRounds && len(scales) > 0; r++ {
+		for i := range scales {
+			sc := scales[(i+r)%len(scales)]
+			sr, err := h.scale(ctx, sc, r, bs[:min(3, len(bs))])
+			if err != nil {
+				return nil, fmt.Errorf("scale %s %s: %v", sc.proxy, sc.name, err)
+			}
+			logf("scale %d/%d %-7s %-32s %d users in %s: %.0f req/s (first tenth %.0f, last tenth %.0f), p99 %v, RSS %d -> %d KiB, %.0f B/entry, %d/%d checked users moved, %d failed",
+				r+1, o.scaleRounds, sc.proxy, sc.name, sr.users, time.Duration(float64(sr.users)/max(sr.rps, 1)*float64(time.Second)).Round(time.Second),
+				sr.rps, sr.firstRPS, sr.lastRPS, sr.p99.Round(time.Microsecond), sr.baseKiB, sr.afterKiB, sr.perEntryB, sr.violations, sr.checked, sr.failed)
+			rep.scales = append(rep.scales, sr)
+		}
 	}
 	rep.elapsed = time.Since(rep.started)
 	return rep, nil
@@ -251,7 +331,7 @@ func (h *harness) runDir() (string, error) {
 // loads them in turn, one slice at a time, until each has had the
 // measured duration; it stops them all and returns their stats in order.
 func (h *harness) measureGroup(ctx context.Context, scs []scenario, bs []*backend) ([]loadStats, error) {
-	gens := make([]*generator, len(scs))
+	gens := make([]loader, len(scs))
 	for i, sc := range scs {
 		dir, err := h.runDir()
 		if err != nil {
@@ -262,8 +342,12 @@ func (h *harness) measureGroup(ctx context.Context, scs []scenario, bs []*backen
 			return nil, err
 		}
 		defer p.stop()
-		gens[i] = newGenerator(loadConfig{url: p.url, id: sc.id, concurrency: h.o.concurrency, visit: h.o.visit},
-			newPopulation(h.o.users, h.o.maxUsers, h.o.arrival))
+		if sc.layer4 {
+			gens[i] = newLayer4Generator(fmt.Sprintf("127.0.0.1:%d", p.port), h.o.concurrency)
+		} else {
+			gens[i] = newGenerator(loadConfig{url: p.url, id: sc.id, concurrency: h.o.concurrency, visit: h.o.visit},
+				newPopulation(h.o.users, h.o.maxUsers, h.o.arrival))
+		}
 		defer gens[i].close()
 	}
 	for _, g := range gens {
@@ -281,6 +365,32 @@ func (h *harness) measureGroup(ctx context.Context, scs []scenario, bs []*backen
 		sts[i] = g.stats("")
 	}
 	return sts, ctx.Err()
+}
+
+// loader is a load generator for one proxy: HTTP requests (generator) or
+// TCP connections (layer4Generator).
+type loader interface {
+	load(ctx context.Context, d time.Duration, measure bool)
+	stats(dead string) loadStats
+	close()
+}
+
+// onlyMatching keeps the scenarios -only selects, and each proxy's
+// round_robin beside them when any of that proxy's others is kept: every
+// ratio is taken against it.
+func onlyMatching(re *regexp.Regexp, scs []scenario) []scenario {
+	kept := map[string]bool{}
+	for _, sc := range scs {
+		if !sc.base && re.MatchString(sc.proxy+"/"+sc.name) {
+			kept[sc.proxy] = true
+		}
+	}
+	return slices.DeleteFunc(slices.Clone(scs), func(sc scenario) bool {
+		if sc.base {
+			return !kept[sc.proxy] && !re.MatchString(sc.proxy+"/"+sc.name)
+		}
+		return !re.MatchString(sc.proxy + "/" + sc.name)
+	})
 }
 
 // failover runs a fixed population against three fresh backends and

@@ -12,8 +12,11 @@
 // a set rate, over a fixed number of keep-alive connections. Within a
 // round, the configurations of one proxy and upstream count run side by
 // side and take turns in one-second slices, and rounds rotate the order,
-// so drift on a shared machine spreads over all of them. It then kills a backend under load (failover) and fills a
-// table with distinct keys (memory). The result is a markdown report
+// so drift on a shared machine spreads over all of them. The same is done
+// for TCP through caddy-l4 (and HAProxy mode tcp) in connections per
+// second. It then kills a backend under load (failover), fills a table
+// with distinct keys (memory), and sends a million distinct users through
+// a header-keyed table (scale). The result is a markdown report
 // printed on stdout and written to -out; progress goes to stderr.
 //
 // HAProxy is measured when a haproxy binary is on PATH (-haproxy auto);
@@ -53,6 +56,10 @@ func main() {
 	flag.IntVar(&o.visit, "visit", 3, "requests a user sends each time it is picked")
 	flag.IntVar(&o.failUsers, "fail-users", 600, "users in the failover scenario")
 	flag.IntVar(&o.memKeys, "mem-keys", 100000, "distinct keys the memory scenario stores")
+	flag.IntVar(&o.scaleUsers, "scale-users", 1000000, "distinct users the scale scenario sends through a header-keyed table (0: no scale scenario)")
+	flag.DurationVar(&o.scaleLimit, "scale-limit", 10*time.Minute, "bound on each scale fill's time; a fill cut short reports what it stored")
+	flag.IntVar(&o.scaleRounds, "scale-rounds", 0, "rounds of the scale scenario (0: as -rounds)")
+	flag.BoolVar(&o.layer4, "layer4", true, "measure the layer-4 (TCP) configurations")
 	flag.DurationVar(&o.settle, "settle", time.Second, "wait before each RSS reading")
 	flag.StringVar(&o.haproxy, "haproxy", "auto", "auto: measure HAProxy when on PATH; on: require it; off: skip it")
 	flag.StringVar(&o.caddyBin, "caddy", "", "use this Caddy binary instead of building ./cmd/caddy")
@@ -72,6 +79,9 @@ func main() {
 		s.caddyBin, s.out = o.caddyBin, o.out
 		o = s
 	} else {
+		if o.scaleRounds == 0 {
+			o.scaleRounds = o.rounds
+		}
 		for _, f := range strings.Split(*ups, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || n < 1 {
@@ -89,7 +99,14 @@ func main() {
 		}
 		o.only = re
 	}
-	o.command = "go run ./bench/loadharness " + strings.Join(os.Args[1:], " ")
+	args := make([]string, 0, len(os.Args)-1)
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " |*?()[]{}$&;<>\\'\"") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		args = append(args, a)
+	}
+	o.command = strings.Join(append([]string{"go run ./bench/loadharness"}, args...), " ")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -39,6 +39,9 @@ type scenario struct {
 	name   string // what the report calls it
 	id     identity
 	sticky bool // whether a user seeing two servers is a violation
+	base   bool // round_robin: the ratios of its proxy's other configurations divide by it
+	layer4 bool // TCP through caddy-l4 or HAProxy mode tcp: connections, not requests
+	store  bool // the table lives in a Valkey/Redis store (-store)
 
 	// Caddy: the lb_policy line (with its block) and the global sticky block.
 	caddyPolicy string
@@ -56,7 +59,7 @@ type scenario struct {
 // everywhere and the ratios compare persistence work only.
 func caddyScenarios() []scenario {
 	scs := []scenario{
-		{proxy: "caddy", name: "round_robin", id: byNone, caddyPolicy: "round_robin"},
+		{proxy: "caddy", name: "round_robin", id: byNone, base: true, caddyPolicy: "round_robin"},
 		{proxy: "caddy", name: "cookie (built-in)", id: byCookie, sticky: true,
 			caddyPolicy: "cookie lb {\n\t\t\tfallback round_robin\n\t\t}"},
 		{proxy: "caddy", name: "ip_hash", id: byIP, sticky: true, caddyPolicy: "ip_hash"},
@@ -70,7 +73,7 @@ func caddyScenarios() []scenario {
 			caddyPolicy: "stick_table users {\n\t\t\ton {header.X-User}\n\t\t\tfallback round_robin\n\t\t}"},
 	}
 	if storeURL != "" {
-		scs = append(scs, scenario{proxy: "caddy", name: "stick_table {header.X-User} on a store", id: byHeader, sticky: true,
+		scs = append(scs, scenario{proxy: "caddy", name: "stick_table {header.X-User} on a store", id: byHeader, sticky: true, store: true,
 			caddyTables: "store shared {\n\t\t\tvalkey {\n\t\t\t\taddress " + storeURL + "\n\t\t\t\ttimeout " + storeTimeout + "\n\t\t\t}\n\t\t}\n\t\ttable users {\n\t\t\ttype string len 32\n\t\t\tsize 1m\n\t\t\texpire 30m\n\t\t\tstore shared\n\t\t}",
 			caddyPolicy: "stick_table users {\n\t\t\ton {header.X-User}\n\t\t\tfallback round_robin\n\t\t}"})
 	}
@@ -85,7 +88,7 @@ var storeURL, storeTimeout = "", "50ms"
 // them; `balance source` is HAProxy's ip_hash.
 func haproxyScenarios() []scenario {
 	return []scenario{
-		{proxy: "haproxy", name: "round_robin", id: byNone, haBackend: "balance roundrobin"},
+		{proxy: "haproxy", name: "round_robin", id: byNone, base: true, haBackend: "balance roundrobin"},
 		{proxy: "haproxy", name: "cookie insert indirect nocache", id: byCookie, sticky: true, haCookie: true,
 			haBackend: "balance roundrobin\n\tcookie SRV insert indirect nocache"},
 		{proxy: "haproxy", name: "balance source", id: byIP, sticky: true, haBackend: "balance source"},
@@ -180,7 +183,11 @@ func startProxyOnce(s scenario, caddyBin, haproxyBin, dir string, bs []*backend,
 	switch s.proxy {
 	case "caddy":
 		path := filepath.Join(dir, "Caddyfile")
-		if err := os.WriteFile(path, []byte(caddyConfig(s, port, dir, bs, failover)), 0o600); err != nil {
+		cfg := caddyConfig(s, port, dir, bs, failover)
+		if s.layer4 {
+			cfg = caddyLayer4Config(s, port, dir, bs)
+		}
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			return nil, err
 		}
 		cmd = exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
@@ -189,7 +196,11 @@ func startProxyOnce(s scenario, caddyBin, haproxyBin, dir string, bs []*backend,
 		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 	case "haproxy":
 		path := filepath.Join(dir, "haproxy.cfg")
-		if err := os.WriteFile(path, []byte(haproxyConfig(s, port, bs, failover)), 0o600); err != nil {
+		cfg := haproxyConfig(s, port, bs, failover)
+		if s.layer4 {
+			cfg = haproxyLayer4Config(s, port, bs)
+		}
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			return nil, err
 		}
 		// -db: foreground, no master process, so the pid we hold is the
@@ -209,7 +220,11 @@ func startProxyOnce(s scenario, caddyBin, haproxyBin, dir string, bs []*backend,
 	}
 	p := &proxyProc{cmd: cmd, port: port, url: fmt.Sprintf("http://127.0.0.1:%d/", port), output: out, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait() }()
-	if err := p.waitReady(15 * time.Second); err != nil {
+	ready := p.waitReady
+	if s.layer4 {
+		ready = func(limit time.Duration) error { return waitReadyTCP(p, limit) }
+	}
+	if err := ready(15 * time.Second); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("%s %s did not come up: %v\n%s", s.proxy, s.name, err, p.logs())
 	}

@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
 
 // TestSmoke runs the whole harness in smoke mode: Caddy built from the
 // checkout, every Caddy scenario at 3 upstreams for well under a second
-// each, the failover and memory scenarios with small populations, no
-// HAProxy. The figures are meaningless at this size; what it checks is
+// each (HTTP, the store-backed table when redis-server is installed, and
+// layer 4), the failover, memory and scale scenarios with small
+// populations, no HAProxy. The figures are meaningless at this size; what it checks is
 // that the machinery measures what it claims to: requests flow through
 // every configuration, sticky configurations keep every user on one
 // server, a killed backend moves exactly its own users, and the memory
@@ -27,10 +30,28 @@ func TestSmoke(t *testing.T) {
 	}
 
 	want := len(caddyScenarios())
+	_, redisErr := exec.LookPath("redis-server")
+	if redisErr == nil {
+		want++ // the store scenario, on the harness's own redis-server
+	} else {
+		t.Log("store scenario not covered: no redis-server on PATH (Debian: apt-get install -y redis-server)")
+	}
+	stored := 0
+	for _, r := range rep.runs {
+		if r.sc.store {
+			stored++
+		}
+	}
+	if stored != 0 != (redisErr == nil) {
+		t.Errorf("%d store scenario runs with redis-server present=%v (%s)", stored, redisErr == nil, rep.storeNote)
+	}
 	if len(rep.runs) != want {
 		t.Errorf("%d configurations measured, want %d", len(rep.runs), want)
 	}
-	for _, r := range rep.runs {
+	if len(rep.l4runs) != len(layer4Scenarios()) {
+		t.Errorf("%d layer-4 configurations measured, want %d", len(rep.l4runs), len(layer4Scenarios()))
+	}
+	for _, r := range append(slices.Clone(rep.runs), rep.l4runs...) {
 		name := r.sc.proxy + " " + r.sc.name
 		if r.stats.requests == 0 {
 			t.Errorf("%s served no requests", name)
@@ -77,7 +98,36 @@ func TestSmoke(t *testing.T) {
 				m.proxy, m.table, m.baseKiB, m.afterKiB, m.keys, m.perEntryB)
 		}
 	}
-	if md := rep.markdown(); len(md) == 0 {
-		t.Error("empty report")
+	if len(rep.scales) != 1 {
+		t.Errorf("%d scale runs, want 1 (Caddy's)", len(rep.scales))
+	}
+	o := smokeOptions()
+	for _, s := range rep.scales {
+		name := s.sc.proxy + " " + s.sc.name
+		if s.users != o.scaleUsers || s.timedOut {
+			t.Errorf("%s: %d of %d users sent (time bound hit: %v)", name, s.users, o.scaleUsers, s.timedOut)
+		}
+		if s.failed != 0 {
+			t.Errorf("%s: %d requests failed", name, s.failed)
+		}
+		if s.rps <= 0 || s.firstRPS <= 0 || s.lastRPS <= 0 {
+			t.Errorf("%s: fill rates %.0f, first tenth %.0f, last tenth %.0f req/s, want all > 0", name, s.rps, s.firstRPS, s.lastRPS)
+		}
+		// the sample spans the whole fill, and every one kept its server
+		if s.checked < scaleCheckUsers/2 && s.checked < o.scaleUsers/2 {
+			t.Errorf("%s: only %d users checked again", name, s.checked)
+		}
+		if s.violations != 0 {
+			t.Errorf("%s: %d of %d users checked again changed server", name, s.violations, s.checked)
+		}
+		if s.afterKiB <= 0 || s.baseKiB <= 0 {
+			t.Errorf("%s: RSS readings %d and %d KiB", name, s.baseKiB, s.afterKiB)
+		}
+	}
+	md := rep.markdown()
+	for _, section := range []string{"### Throughput", "### Layer 4", "### Failover", "### Memory", "### Scale", "### Targets"} {
+		if !strings.Contains(md, section) {
+			t.Errorf("report has no %q section", section)
+		}
 	}
 }
