@@ -22,7 +22,7 @@ type backend interface {
 	sweepMark(m *clearMark, now int64) int
 	observe(v uint64)
 	lastVersion() uint64
-	reap(now int64) int
+	reap(now int64, from int, budget time.Duration) (n, next int, done bool)
 	scan(now int64, tombs bool, fn func([]Entry) bool)
 	resize(size int, now int64)
 	capExpiry(entryDeadline, tombDeadline int64)
@@ -663,26 +663,42 @@ func (g *engine[K]) lastVersion() uint64 {
 	return v
 }
 
-func (g *engine[K]) reap(now int64) int {
-	n := 0
-	for si := range g.shards {
+// reap frees expired slots shard by shard, starting at shard from and
+// going round once. With a budget above zero it stops once that much time
+// has gone by, returning done false and the shard to resume at.
+func (g *engine[K]) reap(now int64, from int, budget time.Duration) (n, next int, done bool) {
+	var start time.Time
+	if budget > 0 {
+		start = time.Now()
+	}
+	for k := range len(g.shards) {
+		si := (from + k) % len(g.shards)
 		s := &g.shards[si]
 		for {
 			s.mu.Lock()
-			k, more := s.reapBatch(now, reapBatch)
+			freed, more := s.reapBatch(now, reapBatch)
 			if !more {
-				k += s.sweep(now, g.t.mark.Load(), sweepBatch)
+				freed += s.sweep(now, g.t.mark.Load(), sweepBatch)
 				s.maybeCompact()
 			}
 			s.mu.Unlock()
-			n += k
+			n += freed
+			if !more && k == len(g.shards)-1 {
+				return n, from, true
+			}
+			if budget > 0 && time.Since(start) >= budget {
+				if more {
+					return n, si, false
+				}
+				return n, (si + 1) % len(g.shards), false
+			}
 			if !more {
 				break
 			}
 			yieldLock()
 		}
 	}
-	return n
+	return n, from, true
 }
 
 func (g *engine[K]) scan(now int64, tombs bool, fn func([]Entry) bool) {
