@@ -156,6 +156,12 @@ func appendString(b []byte, s string) []byte {
 // Expire and Retention, expired entries skipped) and returns the number
 // of entries and tombstones it installed. OnChange is not called.
 //
+// It applies a frame's records in bulk (one shard lock hold per run of at
+// most 128 of a shard's records, see applyBatch), in ascending order of
+// remaining life: the order changes nothing but the cost, except into a
+// full table, where a record evicts only entries that expire before it,
+// and that order keeps the longest-lived entries.
+//
 // The snapshot must have the table's key type (ErrKeyType otherwise); a
 // different Len is accepted, longer keys being truncated. A snapshot that
 // is corrupt or truncated yields an error wrapping ErrCorrupt: frames that
