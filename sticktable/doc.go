@@ -44,7 +44,10 @@
 // stops matching at once (every read checks the deadline), and its memory
 // is reclaimed incrementally: by the lookup that finds it, by a store that
 // needs a slot, and by a background reaper that frees at most a small batch
-// per shard per lock hold, never sweeping the table in one go. Each tick
+// per shard per lock hold, never sweeping the table in one go, and works at
+// most a tenth of each tick, resuming where it stopped at the next (a
+// reaper that ran until done held one shard lock after another for as
+// long as a mass expiry lasted, and doubled lookup p99 meanwhile). Each tick
 // the reaper also moves a clock hand over a few slots per shard, catching
 // expired entries that are not at the cold end of their list (replicated
 // entries that arrived with little life left), and compacts a shard that

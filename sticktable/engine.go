@@ -1,8 +1,10 @@
 package sticktable
 
 import (
+	"cmp"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -15,11 +17,12 @@ import (
 type backend interface {
 	remove(k Key, now int64) bool
 	apply(k Key, c *Change, now int64) (bool, error)
+	applyBatch(cs []Change, now int64, scratch *[]bulkItem) int
 	clearServer(server string, now int64) int
 	sweepMark(m *clearMark, now int64) int
 	observe(v uint64)
 	lastVersion() uint64
-	reap(now int64) int
+	reap(now int64, from int, budget time.Duration) (n, next int, done bool)
 	scan(now int64, tombs bool, fn func([]Entry) bool)
 	resize(size int, now int64)
 	capExpiry(entryDeadline, tombDeadline int64)
@@ -313,32 +316,50 @@ func (g *engine[K]) remove(k Key, now int64) bool {
 	return true
 }
 
-func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
-	t := g.t
-	tomb := c.Op == OpDelete
-	var life int64
+// remoteWrite works out what a replicated change would install: the life
+// it gets here (capped by this table's Expire or Retention; 0 or less
+// means it is dead on arrival) and its origin.
+func (t *Table) remoteWrite(c *Change) (life int64, origin uint32, tomb bool) {
+	tomb = c.Op == OpDelete
 	if tomb {
 		life = t.retention.Load()
 		if c.TTL > 0 {
 			life = min(life, int64(c.TTL))
 		}
-	} else {
-		life = min(int64(c.TTL), t.expire.Load())
+		return life, OriginExplicit, true
 	}
-	origin := c.Origin
-	if tomb {
-		origin = OriginExplicit
-	}
+	return min(int64(c.TTL), t.expire.Load()), c.Origin, false
+}
+
+// staleRemote reports whether a replicated change can be dropped without
+// looking at the table: dead on arrival, or covered by the Clear watermark.
+func staleRemote(life int64, c *Change, m *clearMark) bool {
+	return life <= 0 || (m != nil && CompareVersions(c.Version, c.Node, m.version, m.node) <= 0)
+}
+
+func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
+	t := g.t
+	life, origin, tomb := t.remoteWrite(c)
 	kk := g.fromKey(k)
 	s, h := g.shardFor(&k)
 	m := t.mark.Load()
-	if life <= 0 || (m != nil && CompareVersions(c.Version, c.Node, m.version, m.node) <= 0) {
+	if staleRemote(life, c, m) {
 		s.c.stale.Add(1)
 		return false, nil
 	}
+	s.mu.Lock()
+	ok, err := g.applyLocked(s, h, kk, false, c, life, origin, tomb, now, m)
+	s.mu.Unlock()
+	return ok, err
+}
+
+// applyLocked is apply's body, with s.mu held. owned says kk is already
+// the table's own copy (a key decoded from a snapshot), so it is not
+// copied again.
+func (g *engine[K]) applyLocked(s *shard[K], h uint64, kk K, owned bool, c *Change, life int64, origin uint32, tomb bool, now int64, m *clearMark) (bool, error) {
+	t := g.t
 	remote := Write{Version: c.Version, Node: c.Node, Origin: origin, Deleted: tomb, Server: c.Server}
 	deadline := now + life
-	s.mu.Lock()
 	s.clock.Observe(c.Version)
 	i, found := s.find(h, kk)
 	var e *slot[K]
@@ -365,17 +386,14 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 				} else {
 					s.c.stale.Add(1)
 				}
-				s.mu.Unlock()
 				return grew > 0, nil
 			case cmp > 0:
 				s.c.stale.Add(1)
-				s.mu.Unlock()
 				return false, nil
 			}
 		}
 	}
 	if !found && !s.roomForRemote(now, deadline, !tomb && !t.nopurge.Load()) {
-		s.mu.Unlock()
 		if tomb || !t.nopurge.Load() {
 			// A tombstone for a key we do not have only guards against
 			// stale writes; an entry older than everything a full table
@@ -391,14 +409,12 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 	if !tomb {
 		var ok bool
 		if srv, ok = s.servers.acquire(c.Server); !ok {
-			s.mu.Unlock()
 			return false, fmt.Errorf("%w: cannot add %q", ErrTooManyServers, c.Server)
 		}
 	}
 	node, ok := s.nodes.acquire(c.Node)
 	if !ok {
 		s.servers.release(srv)
-		s.mu.Unlock()
 		return false, fmt.Errorf("%w: cannot add node %q", ErrTooManyServers, c.Node)
 	}
 	newUser := !tomb && (!found || e.server == 0 || !s.alive(e, now, m))
@@ -414,7 +430,11 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 	} else {
 		i = s.alloc()
 		e = s.at(i)
-		e.key = g.own(kk)
+		if owned {
+			e.key = kk
+		} else {
+			e.key = g.own(kk)
+		}
 		s.index(h, i)
 	}
 	e.server, e.node, e.version, e.expires, e.origin = srv, node, c.Version, deadline, origin
@@ -429,8 +449,77 @@ func (g *engine[K]) apply(k Key, c *Change, now int64) (bool, error) {
 		s.setLive(s.live + 1)
 	}
 	s.c.applied.Add(1)
-	s.mu.Unlock()
 	return true, nil
+}
+
+// bulkItem is one change of an applyBatch, placed.
+type bulkItem struct {
+	shard    uint32
+	change   uint32 // index into the batch
+	hash     uint64
+	deadline int64
+}
+
+// applyBatch applies many replicated changes (from a snapshot) with
+// Apply's rules, and returns how many changed the table. Instead of a
+// lock round trip and a shard lookup per change, it places every change
+// first, then takes each shard's lock once per run of at most workBatch
+// of its changes (so lookups on the shard still wait only for a small
+// batch), applying them in ascending order of deadline: each is then
+// usually the newest its list has seen, which insertByExpiry links in
+// O(1) where an unsorted stream could make it search. Apply is a maximum
+// under a total order, so the order changes nothing but that cost. Keys
+// must be ones the table decoded itself (they are stored without a copy).
+func (g *engine[K]) applyBatch(cs []Change, now int64, scratch *[]bulkItem) int {
+	t := g.t
+	m := t.mark.Load()
+	all := (*scratch)[:0]
+	items := all
+	for ci := range cs {
+		c := &cs[ci]
+		life, _, _ := t.remoteWrite(c)
+		s, h := g.shardFor(&c.Key)
+		if staleRemote(life, c, m) {
+			s.c.stale.Add(1)
+			continue
+		}
+		si := uint32(0)
+		if len(g.shards) > 1 {
+			si = uint32(shardHash(&c.Key) >> g.shift)
+		}
+		all = append(all, bulkItem{shard: si, change: uint32(ci), hash: h, deadline: now + life})
+	}
+	items = all
+	slices.SortStableFunc(items, func(a, b bulkItem) int {
+		if a.shard != b.shard {
+			return cmp.Compare(a.shard, b.shard)
+		}
+		return cmp.Compare(a.deadline, b.deadline)
+	})
+	n := 0
+	for len(items) > 0 {
+		si := items[0].shard
+		run := 1
+		for run < len(items) && run < workBatch && items[run].shard == si {
+			run++
+		}
+		s := &g.shards[si]
+		s.mu.Lock()
+		for _, it := range items[:run] {
+			c := &cs[it.change]
+			life, origin, tomb := t.remoteWrite(c)
+			if ok, _ := g.applyLocked(s, it.hash, g.fromKey(c.Key), true, c, life, origin, tomb, now, m); ok {
+				n++
+			}
+		}
+		s.mu.Unlock()
+		items = items[run:]
+		if len(items) > 0 && items[0].shard == si {
+			yieldLock()
+		}
+	}
+	*scratch = all[:0]
+	return n
 }
 
 // walk calls batch for consecutive ranges of at most workBatch slot
@@ -574,26 +663,42 @@ func (g *engine[K]) lastVersion() uint64 {
 	return v
 }
 
-func (g *engine[K]) reap(now int64) int {
-	n := 0
-	for si := range g.shards {
+// reap frees expired slots shard by shard, starting at shard from and
+// going round once. With a budget above zero it stops once that much time
+// has gone by, returning done false and the shard to resume at.
+func (g *engine[K]) reap(now int64, from int, budget time.Duration) (n, next int, done bool) {
+	var start time.Time
+	if budget > 0 {
+		start = time.Now()
+	}
+	for k := range len(g.shards) {
+		si := (from + k) % len(g.shards)
 		s := &g.shards[si]
 		for {
 			s.mu.Lock()
-			k, more := s.reapBatch(now, reapBatch)
+			freed, more := s.reapBatch(now, reapBatch)
 			if !more {
-				k += s.sweep(now, g.t.mark.Load(), sweepBatch)
+				freed += s.sweep(now, g.t.mark.Load(), sweepBatch)
 				s.maybeCompact()
 			}
 			s.mu.Unlock()
-			n += k
+			n += freed
+			if !more && k == len(g.shards)-1 {
+				return n, from, true
+			}
+			if budget > 0 && time.Since(start) >= budget {
+				if more {
+					return n, si, false
+				}
+				return n, (si + 1) % len(g.shards), false
+			}
 			if !more {
 				break
 			}
 			yieldLock()
 		}
 	}
-	return n
+	return n, from, true
 }
 
 func (g *engine[K]) scan(now int64, tombs bool, fn func([]Entry) bool) {

@@ -156,6 +156,12 @@ func appendString(b []byte, s string) []byte {
 // Expire and Retention, expired entries skipped) and returns the number
 // of entries and tombstones it installed. OnChange is not called.
 //
+// It applies a frame's records in bulk (one shard lock hold per run of at
+// most 128 of a shard's records, see applyBatch), in ascending order of
+// remaining life: the order changes nothing but the cost, except into a
+// full table, where a record evicts only entries that expire before it,
+// and that order keeps the longest-lived entries.
+//
 // The snapshot must have the table's key type (ErrKeyType otherwise); a
 // different Len is accepted, longer keys being truncated. A snapshot that
 // is corrupt or truncated yields an error wrapping ErrCorrupt: frames that
@@ -199,6 +205,7 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 		servers = []string{""}
 		nodes   []string
 		pending []Change
+		scratch []bulkItem
 		records uint64
 		n       int
 		origin  uint32 // from a recOrigin, for the next entry
@@ -209,6 +216,7 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 		}
 		d = decoder{b: frame}
 		pending = pending[:0]
+		nowMs := t.now() / int64(time.Millisecond)
 		ended := false
 		for d.err == nil && len(d.b) > 0 && !ended {
 			switch tag := d.byte(); tag {
@@ -258,9 +266,14 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 				}
 				// Remaining life now: what was left at write time, less
 				// the time since (the process may have been down).
-				c.TTL = time.Duration(written+int64(ttl)-t.now()/int64(time.Millisecond)) * time.Millisecond
+				c.TTL = time.Duration(written+int64(ttl)-nowMs) * time.Millisecond
 				records++
-				pending = append(pending, c)
+				// What Apply would refuse before looking at the table
+				// (no life left, a bad server name) is skipped here, so
+				// the batch below only holds changes Apply would take.
+				if c.TTL > 0 && (tag == recTomb || checkServer(c.Server) == nil) {
+					pending = append(pending, c)
+				}
 			case recEnd:
 				if d.uvarint() != records && d.err == nil {
 					d.fail("record count mismatch")
@@ -273,14 +286,7 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 		if err := d.done(); err != nil {
 			return n, err
 		}
-		for _, c := range pending {
-			if c.TTL <= 0 {
-				continue
-			}
-			if ok, _ := t.Apply(c); ok {
-				n++
-			}
-		}
+		n += t.eng.applyBatch(pending, t.now(), &scratch)
 		if ended {
 			return n, nil
 		}
