@@ -546,8 +546,8 @@ func (a *AdminAPI) setDrain(w http.ResponseWriter, r *http.Request, addr string,
 		// identities up to this length; a longer one could not be kept
 		return apiErrorf(http.StatusBadRequest, "server identity of %d bytes is longer than %d", len(addr), sticktable.MaxServerLen)
 	}
-	changed := state.drained.Set(addr, drained)
-	if err := state.storeDrain(r.Context(), addr, drained); err != nil {
+	changed, err := state.setDrained(r.Context(), addr, drained)
+	if err != nil {
 		return apiErrorf(http.StatusServiceUnavailable,
 			"drain state changed on this instance only: the shared store did not take it (%v)", err)
 	}

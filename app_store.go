@@ -66,7 +66,7 @@ func (s *stateOwner) planStoresLocked(p *plan, app *App, logger *zap.Logger) err
 			// while this store is the running config's drain store.
 			st.OnDrainChange(func(servers []string) {
 				if s.view.Load().drainStore == st {
-					s.drained.Replace(servers)
+					s.adoptStoreDrained(servers)
 				}
 			})
 		}
@@ -113,8 +113,13 @@ func (s *stateOwner) commitStoresLocked(p, prev *plan) {
 			u.h.store.Attach(b)
 		}
 	}
+}
+
+// reloadStoreDrainLocked reads the fleet's drained servers from the
+// running config's drain store; it runs once the plan is published, so
+// the answer is taken (the change callback checks the published store).
+func (s *stateOwner) reloadStoreDrainLocked(p *plan) {
 	if names := sortedKeys(p.stores); len(names) > 0 {
-		// The store's drained servers are the fleet's: read them now.
 		p.stores[names[0]].h.store.ReloadDrain()
 	}
 }

@@ -2,6 +2,7 @@ package sticky
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"sort"
 	"time"
@@ -143,4 +144,33 @@ func startDrainSync(s *stateOwner) *drainSync {
 func (d *drainSync) stop() {
 	close(d.quit)
 	<-d.done
+}
+
+// setDrained drains or undrains server on this instance (the drain table
+// records it, so peers and the snapshot follow) and in the running
+// config's drain store, if it has one, so every instance sharing the store
+// learns it. It reports whether this instance's set changed; an error says
+// the store did not take the change.
+func (s *stateOwner) setDrained(ctx context.Context, server string, drained bool) (bool, error) {
+	changed := s.drained.Set(server, drained)
+	return changed, s.storeDrain(ctx, server, drained)
+}
+
+// adoptStoreDrained makes this instance's drained set the store's, change
+// by change through Set, so the drain table (and through it peers and the
+// snapshot) follows too: replacing the set alone would be undone by the
+// peers' poll of the drain table.
+func (s *stateOwner) adoptStoreDrained(servers []string) {
+	want := make(map[string]bool, len(servers))
+	for _, v := range servers {
+		want[v] = true
+	}
+	for _, cur := range s.drained.List() {
+		if !want[cur] {
+			s.drained.Set(cur, false)
+		}
+	}
+	for _, v := range servers {
+		s.drained.Set(v, true)
+	}
 }

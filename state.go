@@ -516,6 +516,7 @@ func (s *stateOwner) commitLocked(p *plan) error {
 	}
 	s.running = p
 	s.publishLocked(p)
+	s.reloadStoreDrainLocked(p)
 	return nil
 }
 

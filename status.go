@@ -169,16 +169,16 @@ func (p *StatusPage) serveAction(w http.ResponseWriter, r *http.Request) error {
 	if !known {
 		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("no table or policy knows server %q", server))
 	}
-	if setDrained(server, drained) {
+	changed, err := state.setDrained(r.Context(), server, drained)
+	if err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("drain state changed on this instance only: the shared store did not take it: %v", err))
+	}
+	if changed {
 		p.logger.Info("drain changed from the status page", zap.String("server", server), zap.Bool("drained", drained), zap.String("remote", r.RemoteAddr))
 	}
 	http.Redirect(w, r, pageURI(r), http.StatusSeeOther)
 	return nil
 }
-
-// setDrained drains or undrains; the one place the status page changes
-// state.
-func setDrained(server string, drained bool) bool { return state.drained.Set(server, drained) }
 
 // pageURI is the page's own address as the browser asked for it (before
 // any handle_path stripping).

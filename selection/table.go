@@ -255,6 +255,9 @@ type tableDecision struct {
 	// (the stuck server, or the winner of the placement made in Select);
 	// empty when unknown. Only used with a store.
 	stuck string
+	// stuckKey is the key stuck is known for; the others are looked up in
+	// the local cache, which mirrors the store
+	stuckKey sticktable.Key
 }
 
 // Select sends the request to the server of the first matching key whose
@@ -314,7 +317,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 				}
 			}
 			if outcome == sticktable.OutcomeHit && d.stuck == "" {
-				d.stuck = entry.Server
+				d.stuck, d.stuckKey = entry.Server, key
 			}
 		}
 		switch outcome {
@@ -380,7 +383,7 @@ func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w
 	if outcome == OutcomeHit || outcome == OutcomeDrained {
 		outcome = OutcomeRedispatched
 	}
-	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, matched: prev.matched, tried: tried, hashKey: prev.hashKey, stuck: prev.stuck}
+	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, matched: prev.matched, tried: tried, hashKey: prev.hashKey, stuck: prev.stuck, stuckKey: prev.stuckKey}
 	return p.finish(vars, r, d, up)
 }
 
@@ -482,7 +485,16 @@ func (p *StickTable) onResponse(vars map[string]any, req *http.Request, res *htt
 	redispatched := len(d.tried) > 0 || d.outcome == OutcomeDown || d.outcome == OutcomeRedispatched
 	for i, k := range d.store {
 		if p.backing != nil {
-			p.storeBacked(req.Context(), k, d.stuck, p.identity(d.server))
+			// each key has its own entry in the store, which the local
+			// cache mirrors (the store's answers, a placement's winner
+			// included, are installed there)
+			stuck := ""
+			if d.stuck != "" && k == d.stuckKey {
+				stuck = d.stuck
+			} else if e, ok := p.table.GetKey(k); ok {
+				stuck = e.Server
+			}
+			p.storeBacked(req.Context(), k, stuck, p.identity(d.server))
 			continue
 		}
 		if redispatched || i >= 64 || d.matched&(1<<i) == 0 {
@@ -524,7 +536,7 @@ func (p *StickTable) place(idx *dialIndex, pool reverseproxy.UpstreamPool, r *ht
 	if err != nil {
 		p.debug("store call failed; decided locally", err.Error())
 	}
-	d.stuck = winner
+	d.stuck, d.stuckKey = winner, d.store[0]
 	if winner == mine {
 		return up
 	}

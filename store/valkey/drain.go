@@ -83,6 +83,11 @@ func (s *Store) reloadDrain() {
 	if len(fns) == 0 {
 		return
 	}
+	// Reloads run on any worker: one at a time, read and hand over
+	// together, so the last set handed over is the last one read, never an
+	// older read that finished late.
+	s.drainMu.Lock()
+	defer s.drainMu.Unlock()
 	list, err := s.Drained(background())
 	if err != nil {
 		s.logger.Debug("reading drained servers from the store", zap.String("store", s.name), zap.Error(err))

@@ -48,7 +48,9 @@ type Options struct {
 // tables with Bind, and Close it when no config uses it any more; it is
 // meant to be pooled across config reloads like the tables.
 type Store struct {
-	name    string
+	name string
+	// drainMu serialises drain reloads (see reloadDrain)
+	drainMu sync.Mutex
 	cfg     Config
 	opt     vk.ClientOption
 	timeout time.Duration
