@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
 	"runtime"
 	"slices"
 	"strings"
@@ -29,6 +31,34 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// udpReceiveDrops is the kernel's count of UDP datagrams dropped because a
+// socket's receive buffer was full (machine-wide; on loopback during a
+// benchmark, nearly all ours), or 0 where /proc/net/snmp is missing.
+func udpReceiveDrops() uint64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseUint(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 // fleet is a set of in-process nodes started for one benchmark and closed,
@@ -284,7 +314,7 @@ func benchConvergence(b *testing.B, n, rate int) {
 	for i, nd := range nodes {
 		stats0[i] = nd.g.Stats()
 	}
-	cpu0 := processCPU()
+	cpu0, udp0 := processCPU(), udpReceiveDrops()
 	b.ResetTimer()
 	start := time.Now()
 	tick := time.NewTicker(time.Millisecond)
@@ -312,6 +342,7 @@ func benchConvergence(b *testing.B, n, rate int) {
 	b.StopTimer()
 	window := time.Since(start)
 	cpu := processCPU() - cpu0
+	udpDrops := udpReceiveDrops() - udp0
 
 	var d Stats
 	for i, nd := range nodes {
@@ -340,6 +371,7 @@ func benchConvergence(b *testing.B, n, rate int) {
 	b.ReportMetric(float64(d.WireBytesSent)/perNodeSec, "wire-B-out/node/s")
 	b.ReportMetric(float64(d.Leaves), "leaves")
 	b.ReportMetric(float64(d.Dropped+d.SendErrors), "drops+send-errors")
+	b.ReportMetric(float64(udpDrops), "udp-rcvbuf-drops")
 	b.ReportMetric(float64(total)/writing.Seconds(), "writes/s")
 	b.Logf("nodes=%d rate=%d: %d of %d deliveries in %v (writes took %v); cpu %v; received %d updates in %d messages",
 		n, rate, len(lat), want, window.Round(time.Millisecond), writing.Round(time.Millisecond),
