@@ -1,146 +1,12 @@
 package peers
 
 import (
-	"encoding/binary"
 	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddy-sticky/sticky/sticktable"
 )
-
-// latencyRecorder measures, for every write, how long until each other
-// node applied it: writes are integer keys numbered from 0, stamped when
-// written; the apply hook looks the stamp up.
-type latencyRecorder struct {
-	written []atomic.Int64 // unix nanoseconds by key
-	seen    sync.Map       // "node/key": first apply only (anti-entropy may re-apply)
-	mu      sync.Mutex
-	lat     []time.Duration
-	applied atomic.Int64
-}
-
-// hook returns the apply hook for one node.
-func (r *latencyRecorder) hook(node string) func(string, sticktable.Change) {
-	return func(_ string, c sticktable.Change) {
-		// Only another node's write arriving here counts: anti-entropy
-		// echoing a node's own entry back (which extends its expiry a
-		// little, so Apply reports it) is not a delivery.
-		if c.Op != sticktable.OpStore || c.Node == node {
-			return
-		}
-		seq := binary.BigEndian.Uint64(c.Key.AppendBytes(nil))
-		if seq >= uint64(len(r.written)) {
-			return
-		}
-		if _, dup := r.seen.LoadOrStore(fmt.Sprint(node, "/", seq), true); dup {
-			return
-		}
-		r.record(seq)
-	}
-}
-
-func (r *latencyRecorder) record(seq uint64) {
-	at := r.written[seq].Load()
-	if at == 0 {
-		return
-	}
-	d := time.Duration(time.Now().UnixNano() - at)
-	r.mu.Lock()
-	r.lat = append(r.lat, d)
-	r.mu.Unlock()
-	r.applied.Add(1)
-}
-
-func percentile(s []time.Duration, p float64) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return s[min(len(s)-1, int(float64(len(s))*p))]
-}
-
-// BenchmarkConvergence writes a steady 10,000 updates/s, spread over the
-// nodes, for a few seconds and reports how long each update took to be
-// applied on every other node, and the bytes on the wire per update
-// delivered (everything the sockets carried, memberlist's own gossip and
-// encryption included, divided by updates × receivers).
-func BenchmarkConvergence(b *testing.B) {
-	for _, n := range []int{3, 10} {
-		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
-			const rate, seconds = 10000, 3
-			const total = rate * seconds
-			rec := &latencyRecorder{written: make([]atomic.Int64, total)}
-			o := testOpts()
-			o.pushPull = 30 * time.Second // measure live replication only
-			// memberlist's default failure detection: the test speed-up
-			// makes a starved node look failed, and the membership churn
-			// that follows measures the machine, not replication.
-			o.probe = 0
-			nodes := clusterWith(b, n, sticktable.KeyInteger, 1<<20, func(name string) options {
-				o := o
-				o.onApply = rec.hook(name)
-				return o
-			})
-			// Let the join exchanges (and their follow-ups) finish:
-			// this measures the steady state.
-			time.Sleep(followUpDelay + time.Second)
-			var wire0 uint64
-			for _, nd := range nodes {
-				wire0 += nd.g.tr.bytesSent.Load()
-			}
-			b.ResetTimer()
-			start := time.Now()
-			tick := time.NewTicker(time.Millisecond)
-			seq := 0
-			for seq < total {
-				<-tick.C
-				// Catch up to the schedule if a tick was late.
-				due := min(total, int(time.Since(start)*rate/time.Second))
-				for ; seq < due; seq++ {
-					nd := nodes[seq%n]
-					k, _ := nd.t.ParseKey(fmt.Sprint(seq))
-					rec.written[seq].Store(time.Now().UnixNano())
-					if _, err := nd.t.StoreKey(k, fmt.Sprintf("10.0.0.%d:8080", seq%8)); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-			tick.Stop()
-			want := int64(total * (n - 1))
-			deadline := time.Now().Add(60 * time.Second)
-			for rec.applied.Load() < want && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			b.StopTimer()
-			var wire, payload, sent uint64
-			for _, nd := range nodes {
-				wire += nd.g.tr.bytesSent.Load()
-				st := nd.g.Stats()
-				payload += st.BytesSent
-				sent += st.UpdatesSent
-			}
-			wire -= wire0
-			rec.mu.Lock()
-			lat := slices.Clone(rec.lat)
-			rec.mu.Unlock()
-			slices.Sort(lat)
-			delivered := float64(len(lat))
-			b.ReportMetric(float64(percentile(lat, 0.50))/1e6, "p50-ms")
-			b.ReportMetric(float64(percentile(lat, 0.99))/1e6, "p99-ms")
-			b.ReportMetric(float64(percentile(lat, 1))/1e6, "max-ms")
-			b.ReportMetric(delivered/float64(want)*100, "delivered-%")
-			b.ReportMetric(float64(wire)/delivered, "wire-B/update")
-			b.ReportMetric(float64(payload)/float64(sent), "payload-B/update")
-			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "writes/s")
-			if int64(len(lat)) < want {
-				b.Logf("only %d of %d deliveries by the deadline", len(lat), want)
-			}
-		})
-	}
-}
 
 // BenchmarkCatchUp restarts a node that missed 100,000 updates (a new
 // group with an empty table) and reports the time until its table holds
@@ -186,20 +52,26 @@ func BenchmarkCatchUp(b *testing.B) {
 	b.ReportMetric(float64(bytes)/float64(b.N)/entries, "wire-B/entry")
 }
 
-// BenchmarkDigest measures the anti-entropy digest of a table of a
-// million ip entries: the walk each push/pull costs.
+// BenchmarkDigest measures the anti-entropy digest of a table of ip
+// entries at 10k, 100k and 1M entries: the walk each push/pull costs each
+// side (see BenchmarkAntiEntropyInSyncSize for a whole round).
 func BenchmarkDigest(b *testing.B) {
-	tbl := mustTable(b, sticktable.Config{Type: sticktable.KeyIP, Size: 1 << 20, Expire: time.Hour})
-	for i := range 1 << 20 {
-		k, _ := tbl.ParseKey(fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255))
-		tbl.StoreKey(k, fmt.Sprintf("10.0.0.%d:8080", i%8))
+	for _, entries := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("entries=%d", entries), func(b *testing.B) {
+			tbl := mustTable(b, sticktable.Config{Type: sticktable.KeyIP, Size: 2 * entries, Expire: time.Hour})
+			for i := range entries {
+				k, _ := tbl.ParseKey(fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255))
+				tbl.StoreKey(k, fmt.Sprintf("10.0.0.%d:8080", i%8))
+			}
+			a := newAttachment(&Group{cfg: Config{Name: "x"}}, "s", tbl)
+			b.ResetTimer()
+			for range b.N {
+				a.digest(0)
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/digest")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(entries), "ns/entry")
+		})
 	}
-	a := newAttachment(&Group{cfg: Config{Name: "x"}}, "s", tbl)
-	b.ResetTimer()
-	for range b.N {
-		a.digest(0)
-	}
-	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/digest")
 }
 
 // BenchmarkAntiEntropyInSync measures one anti-entropy round (a
