@@ -537,3 +537,46 @@ func TestLayer4Example(t *testing.T) {
 		}
 	}
 }
+
+// TestLayer4RefusesStoreBackedTable: the layer-4 policy works on the local
+// table alone, so a table kept in a shared store is refused at load with
+// a message that says so, rather than diverging from the fleet.
+func TestLayer4RefusesStoreBackedTable(t *testing.T) {
+	cfg, err := adaptErr(fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s
+	sticky {
+		store shared {
+			valkey {
+				address redis://127.0.0.1:1
+			}
+		}
+		table pg {
+			type ip
+			store shared
+		}
+	}
+	layer4 {
+		127.0.0.1:%d {
+			route {
+				proxy 127.0.0.1:1 {
+					lb_policy stick_table pg
+				}
+			}
+		}
+	}
+}
+`, t.TempDir(), freePort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = loadAgain(cfg)
+	if err == nil {
+		_ = stopCaddy()
+		t.Fatal("a layer-4 policy on a store-backed table was accepted")
+	}
+	if !strings.Contains(err.Error(), "shared store") {
+		t.Fatalf("error %q does not say why", err)
+	}
+}

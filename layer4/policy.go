@@ -119,6 +119,11 @@ func (p *StickTable) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if bs, ok := src.(selection.BackingSource); ok && bs.TableBacking(p.Table) != nil {
+		// the layer-4 policy reads and writes the local table only; a
+		// store-backed table would diverge from the fleet's
+		return fmt.Errorf("table %s is kept in a shared store, which the layer-4 stick_table policy does not support yet: use a local or peers-replicated table", p.Table)
+	}
 	p.drainSet = src.Drained()
 	return p.load(ctx, table)
 }
@@ -237,7 +242,8 @@ func (p *StickTable) place(idx *poolIndex, pool l4proxy.UpstreamPool, conn *laye
 	mu := &placing[placementHash(addr)%uint64(len(placing))]
 	mu.Lock()
 	defer mu.Unlock()
-	if entry, ok := p.table.GetKey(key); ok {
+	entry, known := p.table.GetKey(key)
+	if known {
 		if rec := idx.find(entry.Server); rec != nil && !contains(tried, rec.up) && available(rec.up, conn) {
 			if len(tried) == 0 {
 				outcome = selection.OutcomeHit
@@ -253,8 +259,23 @@ func (p *StickTable) place(idx *poolIndex, pool l4proxy.UpstreamPool, conn *laye
 	if rec == nil {
 		rec = p.newRecord(up)
 	}
-	if _, err := p.table.StoreKey(key, rec.id); err != nil {
+	if known || len(tried) > 0 {
+		// a re-stick: the client's server is down or refused it
+		if _, err := p.table.StoreKey(key, rec.id); err != nil {
+			p.debug("store refused", err.Error())
+		}
+		return rec, up, outcome
+	}
+	// A first placement is inserted if absent, by the placement rule: an
+	// earlier placement of this client that a peer replicated meanwhile
+	// stays, and the connection follows it when it can.
+	e, placed, err := p.table.PlaceKey(key, rec.id)
+	if err != nil {
 		p.debug("store refused", err.Error())
+	} else if !placed && e.Server != rec.id {
+		if other := idx.find(e.Server); other != nil && available(other.up, conn) {
+			return other, other.up, selection.OutcomeHit
+		}
 	}
 	return rec, up, outcome
 }
