@@ -1,7 +1,6 @@
 package sticky
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -27,21 +26,22 @@ func BenchmarkReloadLookupPause(b *testing.B) {
 	defer func() { state = prev }()
 	const n = 1_000_000
 	cfg := `{"tables": {"s": {"type": "ip", "size": 2000000, "expire": 3600000000000}}}`
-	provision := func() *App {
+	provision := func() (*App, caddy.Context) {
 		app := new(App)
 		if err := json.Unmarshal([]byte(cfg), app); err != nil {
 			b.Fatal(err)
 		}
-		ctx, _ := caddy.NewContext(caddy.Context{Context: context.Background()})
+		ctx := testContext(b)
 		if err := app.Provision(ctx); err != nil {
 			b.Fatal(err)
 		}
-		return app
+		if err := app.Start(); err != nil {
+			b.Fatal(err)
+		}
+		emit(b, ctx, eventStarted)
+		return app, ctx
 	}
-	running := provision()
-	if err := running.Start(); err != nil {
-		b.Fatal(err)
-	}
+	running, runningCtx := provision()
 	tbl, _ := running.StickTable("s")
 	for i := 0; i < n; i++ {
 		_, _ = tbl.Store(fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255), "web1:80")
@@ -80,17 +80,16 @@ func BenchmarkReloadLookupPause(b *testing.B) {
 	during := measure(func() {
 		for range b.N {
 			start := time.Now()
-			next := provision()
-			if err := next.Start(); err != nil {
-				b.Fatal(err)
-			}
+			next, nextCtx := provision()
+			emit(b, runningCtx, eventStopping) // Caddy commits the new config here
 			_ = running.Stop()
 			_ = running.Cleanup()
-			running = next
+			running, runningCtx = next, nextCtx
 			reloadTotal += time.Since(start)
 			reloads++
 		}
 	})
+	emit(b, runningCtx, eventStopping)
 	_ = running.Stop()
 	_ = running.Cleanup()
 	q := func(d []time.Duration, p float64) float64 {
