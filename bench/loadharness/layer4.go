@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -186,14 +185,7 @@ func (g *layer4Generator) stats(string) loadStats {
 		s.failed += w.failed
 		lat = append(lat, w.latencies...)
 	}
-	if g.measured > 0 {
-		s.rps = float64(s.requests) / g.measured.Seconds()
-	}
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		s.p50 = lat[len(lat)/2]
-		s.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
-	}
+	s.setRates(lat, g.measured)
 	for _, w := range g.workers {
 		for _, c := range w.clients {
 			if c.user.first == "" {

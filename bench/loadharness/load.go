@@ -343,6 +343,19 @@ type loadStats struct {
 	violators int // failover: users who changed server otherwise
 }
 
+// setRates fills in the rate over the measured time and the latency
+// percentiles of lat (which it sorts).
+func (s *loadStats) setRates(lat []time.Duration, measured time.Duration) {
+	if measured > 0 {
+		s.rps = float64(s.requests) / measured.Seconds()
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		s.p50 = lat[len(lat)/2]
+		s.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+}
+
 func (g *generator) stats(dead string) loadStats {
 	var s loadStats
 	var lat []time.Duration
@@ -351,14 +364,7 @@ func (g *generator) stats(dead string) loadStats {
 		s.failed += w.failed
 		lat = append(lat, w.latencies...)
 	}
-	if g.measured > 0 {
-		s.rps = float64(s.requests) / g.measured.Seconds()
-	}
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		s.p50 = lat[len(lat)/2]
-		s.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
-	}
+	s.setRates(lat, g.measured)
 	var tracked []*user
 	if g.cfg.id == byIP {
 		for _, w := range g.workers {
