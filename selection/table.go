@@ -241,8 +241,10 @@ type tableDecision struct {
 	policy  *StickTable
 	server  string
 	outcome Outcome
-	// keys to store with the server once it answers
-	store []sticktable.Key
+	// keys to store with the server once it answers; storeBuf holds the
+	// first ones, so the usual one or two keys cost no allocation
+	store    []sticktable.Key
+	storeBuf [2]sticktable.Key
 	// matched has bit i set when store[i] is also matched (`on`): its
 	// entry routes the user, so it follows the placement rule (see
 	// onResponse)
@@ -275,6 +277,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	idx := p.indexFor(pool)
 	d := &tableDecision{policy: p, outcome: OutcomeMiss}
+	d.store = d.storeBuf[:0]
 	hashKey := ""
 	stuckDown := false
 	var hit *reverseproxy.Upstream

@@ -6,11 +6,10 @@ import (
 )
 
 // With a store behind the table, a request whose rules give two keys to
-// store (`on {user}` and `store {session}`) must record both with the
-// server that answered, as a local table does. The policy passes the first
-// key's stuck server to storeBacked for every key, which skips the write
-// when it equals the answering server: the second key never reaches the
-// store (nor the local table).
+// store (`on {user}` and `store {session}`) records both with the server
+// that answered, as a local table does: each key is written according to
+// its own entry (the policy used to pass the first key's server for every
+// key, and the second key never reached the store).
 func TestStoreBackedSecondKeyIsStored(t *testing.T) {
 	pool := newPool(3)
 	b := &fakeBacking{data: map[string]string{}}
