@@ -17,14 +17,11 @@ import (
 //		server <address> <name>                   # store a name instead of the address
 //	}
 func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // policy name
-	if !d.NextArg() {
-		return d.Errf("stick_table needs the name of a table of the sticky app")
+	table, err := cfargs.PolicyTable(d)
+	if err != nil {
+		return err
 	}
-	p.Table = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
+	p.Table = table
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch opt := d.Val(); opt {
 		case "server":

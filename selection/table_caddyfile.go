@@ -26,14 +26,11 @@ import (
 // Keys are placeholders, e.g. {client_ip}, {header.X-User},
 // {cookie.JSESSIONID}, {query.sid}; rules are tried in the order written.
 func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // policy name
-	if !d.NextArg() {
-		return d.Errf("stick_table needs the name of a table of the sticky app")
+	table, err := cfargs.PolicyTable(d)
+	if err != nil {
+		return err
 	}
-	p.Table = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
+	p.Table = table
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {
 		case "on", "match", "store_request":

@@ -204,21 +204,8 @@ func (g *layer4Generator) stats(string) loadStats {
 // backend.
 func waitReadyTCP(p *proxyProc, limit time.Duration) error {
 	d := &net.Dialer{Timeout: time.Second}
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			return fmt.Errorf("exited: %v", err)
-		default:
-		}
+	return p.pollReady(limit, func() error {
 		_, err := tcpExchange(context.Background(), d, fmt.Sprintf("127.0.0.1:%d", p.port))
-		if err == nil {
-			return nil
-		}
-		last = err
-		time.Sleep(50 * time.Millisecond)
-	}
-	return last
+		return err
+	})
 }

@@ -242,6 +242,22 @@ func (p *proxyProc) logs() string {
 // warm-up starts with a proxy that has loaded its whole config.
 func (p *proxyProc) waitReady(limit time.Duration) error {
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	return p.pollReady(limit, func() error {
+		res, err := c.Get(p.url)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode == 200 && res.Header.Get("X-Backend") != "" {
+			return nil
+		}
+		return fmt.Errorf("status %d", res.StatusCode)
+	})
+}
+
+// pollReady runs probe until it succeeds, the proxy exits or limit passes,
+// and returns the last failure.
+func (p *proxyProc) pollReady(limit time.Duration, probe func() error) error {
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
@@ -251,15 +267,9 @@ func (p *proxyProc) waitReady(limit time.Duration) error {
 			return fmt.Errorf("exited: %v", err)
 		default:
 		}
-		res, err := c.Get(p.url)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 && res.Header.Get("X-Backend") != "" {
-				return nil
-			}
-			err = fmt.Errorf("status %d", res.StatusCode)
+		if last = probe(); last == nil {
+			return nil
 		}
-		last = err
 		time.Sleep(50 * time.Millisecond)
 	}
 	return last

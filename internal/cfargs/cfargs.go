@@ -16,6 +16,20 @@ func One(d *caddyfile.Dispenser) (string, error) {
 	return v, nil
 }
 
+// PolicyTable reads the line `stick_table <table>` that opens a stick_table
+// policy's block and returns the table's name.
+func PolicyTable(d *caddyfile.Dispenser) (string, error) {
+	d.Next() // policy name
+	if !d.NextArg() {
+		return "", d.Errf("stick_table needs the name of a table of the sticky app")
+	}
+	name := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return name, nil
+}
+
 // ServerName reads `server <address> <name>` into names (address -> name,
 // created if nil), refusing a second line for one address or one name for
 // two addresses. normalize, if not nil, canonicalises the address first.
