@@ -13,16 +13,25 @@
 // A table is split into a power-of-two number of shards (up to 64, chosen
 // from the size so every shard holds at least 1024 entries; tables smaller
 // than 2048 have one) selected by a hash of the key that is the same on
-// every node (so peers' full tables evict alike). Each shard has its own mutex, its own key
-// index (open addressing over 8-byte cells holding part of the hash and a
-// slot number) and its own slot arena: fixed-size pages of slots (40 bytes
-// for ip and integer keys, 48 for the others) linked into an LRU list
-// and a tombstone list through uint32 indices. No entry is a heap object
-// of its own (string and binary keys keep one allocation for their bytes),
-// so a million entries are a few thousand large allocations for the
-// garbage collector to scan, and took about 49 bytes each with ip keys and
-// 102 with 32-byte string keys before slots grew an origin field (ip
-// slots by 8 bytes; the others had the room) (HAProxy: about 243 for the latter).
+// every node (so peers' full tables evict alike). Each shard has its own mutex
+// and one open-addressing hash table (linear probing) whose cells are the
+// entries themselves (40 bytes for ip and integer keys, 48 for the
+// others), beside a control byte per cell (empty, deleted, or full with 7
+// bits of the key's hash). A hit reads the dense control bytes, then the
+// one cell that holds its entry: a single cache miss at any size, where a
+// separate index in front of an arena cost two dependent ones; the lookup
+// also prefetches that cell before it takes the lock and reads the clock,
+// so the miss overlaps that work. Cells are linked into an LRU list and a
+// tombstone list through uint32 positions. The cell count is any number,
+// not a power of two: a shard is rebuilt seven tenths full when it gets
+// seven eighths full (or full of deleted cells), which keeps it dense
+// (about 53 bytes per ip entry at a million entries, 95 with 32-byte
+// string keys; HAProxy: about 243 for the latter) at the price of a
+// rebuild, O(entries of the shard), every quarter of growth. Rebuilds
+// renumber every slot; bulk walks hold them off (see walk). No entry is a
+// heap object of its own (string and binary keys keep one allocation for
+// their bytes), so a million entries are a few hundred large allocations
+// for the garbage collector to scan.
 //
 // The size cap is split exactly across shards (the per-shard limits add up
 // to Size), so Len never exceeds Size and each shard evicts from its own

@@ -83,10 +83,12 @@ func (g *engine[K]) shardCount() int { return len(g.shards) }
 
 // match fills out (on a hit) and returns the outcome; out is a pointer so
 // the entry is built once, in the caller's frame.
-func (g *engine[K]) match(k Key, now int64, touch bool, out *Entry) Outcome {
+func (g *engine[K]) match(k Key, touch bool, out *Entry) Outcome {
 	t := g.t
 	kk := g.fromKey(k)
 	s, h := g.shardFor(&k)
+	s.prefetchHome(h)
+	now := t.now()
 	s.mu.Lock()
 	i, ok := s.find(h, kk)
 	if !ok {
@@ -242,10 +244,9 @@ func (g *engine[K]) store(k Key, server string, mode storeMode, now int64, out *
 			s.mu.Unlock()
 			return false, ErrFull
 		}
-		i = s.alloc()
+		i = s.insert(h)
 		e = s.at(i)
 		e.key = g.own(kk)
-		s.index(h, i)
 		s.setLive(s.live + 1)
 	}
 	s.nodes.hold(node)
@@ -428,14 +429,13 @@ func (g *engine[K]) applyLocked(s *shard[K], h uint64, kk K, owned bool, c *Chan
 		s.nodes.release(e.node)
 		s.unlink(i)
 	} else {
-		i = s.alloc()
+		i = s.insert(h)
 		e = s.at(i)
 		if owned {
 			e.key = kk
 		} else {
 			e.key = g.own(kk)
 		}
-		s.index(h, i)
 	}
 	e.server, e.node, e.version, e.expires, e.origin = srv, node, c.Version, deadline, origin
 	if newUser {
@@ -497,6 +497,7 @@ func (g *engine[K]) applyBatch(cs []Change, now int64, scratch *[]bulkItem) int 
 		return cmp.Compare(a.deadline, b.deadline)
 	})
 	n := 0
+	reserved := -1
 	for len(items) > 0 {
 		si := items[0].shard
 		run := 1
@@ -505,6 +506,17 @@ func (g *engine[K]) applyBatch(cs []Change, now int64, scratch *[]bulkItem) int 
 		}
 		s := &g.shards[si]
 		s.mu.Lock()
+		if int(si) != reserved {
+			// the shard's first run: make room for all its records at
+			// once, so the restore rebuilds the shard once, not at
+			// every quarter of growth
+			reserved = int(si)
+			all := run
+			for all < len(items) && items[all].shard == si {
+				all++
+			}
+			s.reserve(uint32(all))
+		}
 		for _, it := range items[:run] {
 			c := &cs[it.change]
 			life, origin, tomb := t.remoteWrite(c)
@@ -525,15 +537,23 @@ func (g *engine[K]) applyBatch(cs []Change, now int64, scratch *[]bulkItem) int 
 // walk calls batch for consecutive ranges of at most workBatch slot
 // numbers of s with the lock held (batch may drop or rewrite those slots)
 // and after each with the lock released; either returning false ends the
-// walk. Compaction is held off meanwhile, so every slot that is not freed
-// and reused during the walk is visited exactly once.
+// walk. Rebuilds are held off meanwhile, so every slot that is not freed
+// and reused during the walk is visited exactly once; if inserts between
+// batches fill the shard to its hard limit and force a rebuild anyway
+// (see insert), the walk starts the shard over and may visit some entries
+// twice, which every walk tolerates (its changes are idempotent, and a
+// scan's consumers keep the later of two copies of an entry).
 func walk[K comparable](s *shard[K], batch func(from, to uint32) bool, after func() bool) {
 	s.mu.Lock()
 	s.scanners++
-	pos := uint32(firstSlot)
+	pos, gen := uint32(firstSlot), s.gen
 	for {
-		end := min(pos+workBatch, s.top)
-		more := batch(pos, end) && end < s.top
+		if s.gen != gen {
+			pos, gen = firstSlot, s.gen
+		}
+		top := uint32(len(s.cells))
+		end := min(pos+workBatch, top)
+		more := batch(pos, end) && end < top
 		pos = end
 		if !more {
 			s.scanners--
@@ -596,7 +616,7 @@ func (g *engine[K]) clearServer(server string, now int64) int {
 			m := t.mark.Load()
 			for i := from; i < to; i++ {
 				e := s.at(i)
-				if e.prev == freeMark || e.server != j || e.version >= v {
+				if s.ctrl[i] < cellFull || e.server != j || e.version >= v {
 					continue
 				}
 				if !s.alive(e, now, m) {
@@ -635,7 +655,7 @@ func (g *engine[K]) sweepMark(m *clearMark, now int64) int {
 		walk(s, func(from, to uint32) bool {
 			for i := from; i < to; i++ {
 				e := s.at(i)
-				if e.prev == freeMark || !s.dead(e, m) {
+				if s.ctrl[i] < cellFull || !s.dead(e, m) {
 					continue
 				}
 				if e.server != 0 {
@@ -711,7 +731,7 @@ func (g *engine[K]) scan(now int64, tombs bool, fn func([]Entry) bool) {
 			m := g.t.mark.Load()
 			for i := from; i < to; i++ {
 				e := s.at(i)
-				if e.prev == freeMark || !s.alive(e, now, m) || (e.server == 0 && !tombs) {
+				if s.ctrl[i] < cellFull || !s.alive(e, now, m) || (e.server == 0 && !tombs) {
 					continue
 				}
 				buf = append(buf, Entry{})
@@ -753,7 +773,7 @@ func (g *engine[K]) capExpiry(entryDeadline, tombDeadline int64) {
 			for i := from; i < to; i++ {
 				e := s.at(i)
 				switch {
-				case e.prev == freeMark:
+				case s.ctrl[i] < cellFull:
 				case e.server != 0:
 					e.expires = min(e.expires, entryDeadline)
 				default:
@@ -814,20 +834,39 @@ func (g *engine[K]) checkShard(si int, s *shard[K]) error {
 	if s.live+s.tombs > s.limit {
 		return fmt.Errorf("shard %d: %d entries + %d tombstones over limit %d", si, s.live, s.tombs, s.limit)
 	}
-	if s.nidx != s.live+s.tombs {
-		return fmt.Errorf("shard %d: index has %d keys, counts say %d", si, s.nidx, s.live+s.tombs)
+	last := uint32(len(s.cells))
+	if len(s.ctrl) != len(s.cells) || last < firstSlot+minCells {
+		return fmt.Errorf("shard %d: %d cells, %d control bytes", si, len(s.cells), len(s.ctrl))
 	}
-	cells := uint32(0)
-	for _, c := range s.idx {
-		if c != 0 {
-			cells++
-			if i := uint32(c); i < firstSlot || i >= s.top || uint32(s.hash(s.at(i).key)) != uint32(c>>32) {
-				return fmt.Errorf("shard %d: index cell %x is stale", si, c)
+	full, deleted, empty := uint32(0), uint32(0), uint32(0)
+	for i := uint32(firstSlot); i < last; i++ {
+		e := s.at(i)
+		switch c := s.ctrl[i]; {
+		case c >= cellFull:
+			full++
+			h := s.hash(e.key)
+			if c != tagOf(h) {
+				return fmt.Errorf("shard %d: cell %d control %x, its key's tag %x", si, i, c, tagOf(h))
 			}
+			if j, ok := s.find(h, e.key); !ok || j != i {
+				return fmt.Errorf("shard %d: cell %d key not found at it", si, i)
+			}
+		case *e != (slot[K]{}):
+			return fmt.Errorf("shard %d: free cell %d not cleared", si, i)
+		case c == cellDeleted:
+			deleted++
+		case c == cellEmpty:
+			empty++
+		default:
+			return fmt.Errorf("shard %d: cell %d control %x", si, i, c)
 		}
 	}
-	if cells != s.nidx || s.nidx*4 > uint32(len(s.idx))*3 {
-		return fmt.Errorf("shard %d: index holds %d cells, counted %d, size %d", si, cells, s.nidx, len(s.idx))
+	if full != s.live+s.tombs || deleted != s.deleted || empty == 0 {
+		return fmt.Errorf("shard %d: %d full cells (counts say %d), %d deleted (%d), %d empty",
+			si, full, s.live+s.tombs, deleted, s.deleted, empty)
+	}
+	if uint64(full+deleted)*16 > uint64(last-firstSlot)*15 {
+		return fmt.Errorf("shard %d: %d of %d cells in use, over the hard limit", si, full+deleted, last-firstSlot)
 	}
 	if int64(s.live) != s.c.entries.Load() || int64(s.tombs) != s.c.tombstones.Load() {
 		return fmt.Errorf("shard %d: counter mirrors out of date", si)
@@ -841,8 +880,8 @@ func (g *engine[K]) checkShard(si int, s *shard[K]) error {
 		n := uint32(0)
 		prev := head
 		for i := s.at(head).next; i != head; i = s.at(i).next {
-			if i < firstSlot || i >= s.top {
-				return fmt.Errorf("shard %d: list link %d out of range", si, i)
+			if i < firstSlot || i >= last || s.ctrl[i] < cellFull {
+				return fmt.Errorf("shard %d: list link %d out of range or to a free cell", si, i)
 			}
 			e := s.at(i)
 			if e.prev != prev {
@@ -860,7 +899,7 @@ func (g *engine[K]) checkShard(si int, s *shard[K]) error {
 			refs[e.server]++
 			nodeRefs[e.node]++
 			prev = i
-			if n++; n > s.top {
+			if n++; n > last {
 				return fmt.Errorf("shard %d: list cycle", si)
 			}
 		}
@@ -881,18 +920,6 @@ func (g *engine[K]) checkShard(si int, s *shard[K]) error {
 		if nodeRefs[i] != s.nodes.refs[i] {
 			return fmt.Errorf("shard %d: node %d has %d refs, counted %d", si, i, s.nodes.refs[i], nodeRefs[i])
 		}
-	}
-	free := uint32(0)
-	for i := s.free; i != 0; i = s.at(i).next {
-		if s.at(i).prev != freeMark {
-			return fmt.Errorf("shard %d: free slot %d not marked", si, i)
-		}
-		if free++; free > s.top {
-			return fmt.Errorf("shard %d: free list cycle", si)
-		}
-	}
-	if free+s.live+s.tombs+firstSlot != s.top {
-		return fmt.Errorf("shard %d: %d free + %d used != %d handed out", si, free, s.live+s.tombs, s.top-firstSlot)
 	}
 	return nil
 }

@@ -1,27 +1,29 @@
 package sticktable
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 const (
-	// Slots live in fixed-size pages so growing a shard never copies (or
-	// pauses on) the slots it already has, and pointers into a page stay
-	// valid while the shard grows.
-	pageBits = 8
-	pageSize = 1 << pageBits
-	pageMask = pageSize - 1
-
-	// Slots 0 and 1 are the sentinels of the shard's two circular lists;
-	// sentinels make link and unlink branch-free, and index 0 doubles as
-	// "none" for the free list.
+	// Positions 0 and 1 of a shard's cells are the sentinels of its two
+	// circular lists; sentinels make link and unlink branch-free. Keys
+	// live at positions from firstSlot on.
 	lruHead   = 0
 	tombHead  = 1
 	firstSlot = 2
-	freeMark  = ^uint32(0) // in prev: the slot is on the free list
+
+	// Control bytes, one per cell: empty (ends a probe), deleted (a probe
+	// goes on past it; an insert may take it), or full, with seven bits of
+	// the key's hash as a tag so probing rejects almost every other key
+	// without reading its cell.
+	cellEmpty   = 0
+	cellDeleted = 1
+	cellFull    = 0x80
 
 	// workBatch bounds the slots that background and bulk work (reaping,
 	// clearing, scanning, shrinking) touches per lock hold, so concurrent
@@ -41,14 +43,16 @@ const (
 	// insertWalk bounds the slots insertByExpiry visits.
 	insertWalk = 1024
 
-	minIndex = 16 // smallest key index, in cells
+	minCells = 16 // smallest number of key cells of a shard
+	// compactFloor: shards with fewer key cells are not shrunk.
+	compactFloor = 1024
 )
 
-// slot is one entry or tombstone. It is 40 bytes for ip and integer keys
-// and 48 for ipv6, string and binary keys: the key, two list links, the
-// write's origin (placement or explicit change, see merge.go), a 16-bit
-// server index (0 = tombstone), a 16-bit origin node index, the expiry and
-// the version.
+// slot is one cell of a shard: an entry, a tombstone, or nothing. It is
+// 40 bytes for ip and integer keys and 48 for ipv6, string and binary
+// keys: the key, two list links, the write's origin (placement or explicit
+// change, see merge.go), a 16-bit server index (0 = tombstone), a 16-bit
+// origin node index, the expiry and the version.
 type slot[K comparable] struct {
 	expires int64  // Unix nanoseconds; for tombstones, the end of retention
 	version uint64 // hybrid logical clock value of the last write
@@ -127,9 +131,10 @@ func (n *names) release(i uint16) {
 }
 
 // shardCounters are the per-shard metric counters. They are atomics, so
-// Stats reads them without taking shard locks; they sit in the shard's own
-// cache lines, which the writer already owns because it holds the shard
-// mutex, so the increments are uncontended.
+// Stats reads them without taking shard locks; they sit beside the shard
+// mutex, in lines the writer already owns because it holds the mutex, so
+// the increments are uncontended. The padding keeps the rest of the shard,
+// read by every lookup and written only by stores, off these lines.
 type shardCounters struct {
 	hits, misses, expired atomic.Uint64
 	stores, evictions     atomic.Uint64
@@ -141,26 +146,38 @@ type shardCounters struct {
 }
 
 type shard[K comparable] struct {
+	// The lock and the lookup counters share a cache line: a lookup
+	// writes both, and when the other core used the shard last, one line
+	// moves between the cores instead of two.
 	mu sync.Mutex
-	// idx is the key index: open addressing with linear probing over
-	// 8-byte cells, each the low 32 bits of the key's hash (where probing
-	// starts, and a tag that rejects almost every non-matching cell
-	// without touching its slot) and the slot number; 0 is an empty cell.
-	// It costs 11-21 bytes per entry where a Go map[string]uint32 costs
-	// 30-60, and it reuses the hash that picked the shard instead of
-	// hashing the key a second time.
-	idx   []uint64
-	nidx  uint32         // cells in use
-	hash  func(K) uint64 // the table's key hash, for drops and rebuilds
-	pages []*[pageSize]slot[K]
-	top   uint32 // slots below top have been handed out at least once
-	free  uint32 // head of the free list, linked through next; 0 = empty
-	live  uint32 // entries, including expired ones not yet reclaimed
-	tombs uint32
-	limit uint32 // this shard's share of Size
-	hand  uint32 // the reaper's sweep position
-	// scanners counts bulk walks in progress; compaction, which renumbers
-	// slots, waits until none is, so a walk never misses or repeats a slot.
+	c  shardCounters
+	// cells is an open-addressing hash table (linear probing) that holds
+	// the entries themselves, each at the position its key hashes to: a
+	// hit reads its entry where it looks for it, one cache miss for the
+	// cell at any table size, where a separate index costs a second,
+	// dependent one. ctrl has a control byte per cell, a dense array the
+	// probe reads instead of the cells. Positions are slot numbers: the
+	// LRU and tombstone lists link them, and they change only when the
+	// shard is rebuilt (grown, shrunk or cleaned of deleted cells), which
+	// renumbers every slot at once.
+	cells   []slot[K]
+	ctrl    []uint8
+	deleted uint32         // cells marked deleted
+	hash    func(K) uint64 // the table's key hash, for rebuilds
+	live    uint32         // entries, including expired ones not yet reclaimed
+	tombs   uint32
+	limit   uint32 // this shard's share of Size
+	hand    uint32 // the reaper's sweep position
+	// gen counts rebuilds, so a bulk walk can tell its positions went
+	// stale and start the shard over.
+	gen uint32
+	// view is cells, published for prefetch, which reads it without the
+	// lock (a stale view only prefetches a line in vain).
+	view atomic.Pointer[[]slot[K]]
+	// scanners counts bulk walks in progress. Rebuilds, which renumber
+	// slots, wait until none is, so a walk never misses or repeats a
+	// slot, unless inserts fill the cells to the hard limit first; the
+	// walk then starts the shard over (see walk).
 	scanners int32
 	// Each shard has its own clock: last-writer-wins only needs a write to
 	// a key to be versioned above every version that key has had, and all
@@ -171,25 +188,61 @@ type shard[K comparable] struct {
 	nodes   names
 	local   string // node name localIx was interned for
 	localIx uint16 // this shard's index of the local node; the shard holds a reference
-	c       shardCounters
+	// pad rounds the shard to whole cache lines, so the lock of every
+	// shard of the array starts a line (TestShardLayout)
+	_ [40]byte
 }
 
 func (s *shard[K]) init(limit uint32, hash func(K) uint64, tally *serverTally) {
 	s.hash = hash
-	s.idx = make([]uint64, minIndex)
-	s.pages = []*[pageSize]slot[K]{new([pageSize]slot[K])}
-	s.initSentinels()
-	s.top, s.hand, s.limit = firstSlot, firstSlot, limit
+	s.cells, s.ctrl = newCells[K](minCells)
+	s.publish()
+	s.hand, s.limit = firstSlot, limit
 	s.servers, s.nodes = newNames(false), newNames(true)
 	s.servers.tally = tally
 }
 
-func (s *shard[K]) initSentinels() {
-	*s.at(lruHead) = slot[K]{prev: lruHead, next: lruHead}
-	*s.at(tombHead) = slot[K]{prev: tombHead, next: tombHead}
+// newCells returns n key cells, all empty, plus the two list sentinels,
+// both lists empty.
+func newCells[K comparable](n uint32) ([]slot[K], []uint8) {
+	cells := make([]slot[K], firstSlot+n)
+	cells[lruHead] = slot[K]{prev: lruHead, next: lruHead}
+	cells[tombHead] = slot[K]{prev: tombHead, next: tombHead}
+	ctrl := make([]uint8, firstSlot+n)
+	ctrl[lruHead], ctrl[tombHead] = cellFull, cellFull // never probed; marked so no scan takes them for free cells
+	return cells, ctrl
 }
 
-func (s *shard[K]) at(i uint32) *slot[K] { return &s.pages[i>>pageBits][i&pageMask] }
+func (s *shard[K]) at(i uint32) *slot[K] { return &s.cells[i] }
+
+func (s *shard[K]) publish() {
+	cells := s.cells
+	s.view.Store(&cells)
+}
+
+// prefetchHome starts loading the cell where the probe for hash h will
+// start, before the caller takes the lock and reads the clock, so the
+// cache miss a lookup at size costs overlaps that work instead of
+// following it. Most keys sit in their home cell or the next one.
+func (s *shard[K]) prefetchHome(h uint64) {
+	if v := s.view.Load(); v != nil {
+		cells := *v
+		p := firstSlot + uint32((h>>32)*uint64(len(cells)-firstSlot)>>32)
+		e := uintptr(unsafe.Pointer(&cells[p]))
+		size := unsafe.Sizeof(cells[p])
+		prefetch(e, e+size-1, e+size) // the cell's lines, and the next cell's start
+	}
+}
+
+// home is where the probe for hash h starts: the high 32 bits scaled onto
+// the key cells, which lets the cell count be any number (growth in small
+// steps keeps the table dense, see capacityFor) at the cost of one
+// multiplication.
+func (s *shard[K]) home(h uint64) uint32 {
+	return firstSlot + uint32((h>>32)*uint64(len(s.cells)-firstSlot)>>32)
+}
+
+func tagOf(h uint64) uint8 { return cellFull | uint8(h&0x7f) }
 
 func (s *shard[K]) unlink(i uint32) {
 	e := s.at(i)
@@ -211,22 +264,9 @@ func (s *shard[K]) toFront(head, i uint32) {
 	}
 }
 
-func (s *shard[K]) alloc() uint32 {
-	if i := s.free; i != 0 {
-		s.free = s.at(i).next
-		return i
-	}
-	if s.top == uint32(len(s.pages))<<pageBits {
-		s.pages = append(s.pages, new([pageSize]slot[K]))
-	}
-	s.top++
-	return s.top - 1
-}
-
-// drop removes slot i entirely: map entry, list links, name references.
+// drop removes slot i entirely: list links, name references, its cell.
 func (s *shard[K]) drop(i uint32) {
 	e := s.at(i)
-	s.unindex(s.hash(e.key), i)
 	s.unlink(i)
 	if e.server != 0 {
 		s.servers.release(e.server)
@@ -235,8 +275,126 @@ func (s *shard[K]) drop(i uint32) {
 		s.setTombs(s.tombs - 1)
 	}
 	s.nodes.release(e.node)
-	*e = slot[K]{prev: freeMark, next: s.free} // zeroing the key lets string keys be collected
-	s.free = i
+	*e = slot[K]{} // zeroing the key lets string keys be collected
+	s.vacate(i)
+}
+
+// vacate marks cell i no longer full. A probe that reaches the cell must
+// go on past it (deleted) unless the next cell is empty: a probe would
+// stop there anyway, so cell i, and any run of deleted cells before it,
+// can be empty again. That keeps deleted cells from piling up under
+// steady churn.
+func (s *shard[K]) vacate(i uint32) {
+	last := uint32(len(s.ctrl) - 1)
+	next := i + 1
+	if next > last {
+		next = firstSlot
+	}
+	if s.ctrl[next] != cellEmpty {
+		s.ctrl[i] = cellDeleted
+		s.deleted++
+		return
+	}
+	s.ctrl[i] = cellEmpty
+	for {
+		if i == firstSlot {
+			i = last
+		} else {
+			i--
+		}
+		if s.ctrl[i] != cellDeleted {
+			return
+		}
+		s.ctrl[i] = cellEmpty
+		s.deleted--
+	}
+}
+
+// insert claims a cell for a key with hash h that the shard does not
+// hold (the caller has just failed to find it) and returns its slot
+// number; the caller fills the slot and links it. It may rebuild the
+// shard first, which renumbers every slot: the caller must not hold slot
+// numbers or pointers from before the call.
+func (s *shard[K]) insert(h uint64) uint32 {
+	n := uint64(len(s.cells) - firstSlot)
+	used := s.live + s.tombs + 1
+	if over := uint64(used+s.deleted) * 16; over > n*14 && (s.scanners == 0 || over > n*15) {
+		s.rebuild(capacityFor(used, s.limit))
+	}
+	last := uint32(len(s.ctrl) - 1)
+	p := s.home(h)
+	for s.ctrl[p] >= cellFull {
+		if p++; p > last {
+			p = firstSlot
+		}
+	}
+	if s.ctrl[p] == cellDeleted {
+		s.deleted--
+	}
+	s.ctrl[p] = tagOf(h)
+	return p
+}
+
+// reserve makes room for n more keys at once, so a bulk load (a snapshot
+// restore) rebuilds the shard once instead of growing it step by step.
+func (s *shard[K]) reserve(n uint32) {
+	used := s.live + s.tombs + n
+	if used > s.limit {
+		used = s.limit
+	}
+	if s.scanners == 0 && uint64(used+s.deleted)*8 > uint64(len(s.cells)-firstSlot)*7 {
+		s.rebuild(capacityFor(used, s.limit))
+	}
+}
+
+// capacityFor returns the key cells for a shard of used keys (and room
+// for one more): seven tenths full after the rebuild, so growth comes in
+// steps of a quarter and the cells stay between 7/10 and 7/8 full, which
+// keeps memory per entry near the slot size while probes stay short (a
+// hit at 7/8 reads about five control bytes and one cell).
+// A shard at its limit is 4/5 full, leaving room for deleted cells
+// between rebuilds.
+func capacityFor(used, limit uint32) uint32 {
+	u, l := uint64(used), uint64(limit)
+	c := min(u+u*3/7, l+l/4)
+	return uint32(min(max(c, u+u/7+2, minCells), math.MaxUint32-firstSlot))
+}
+
+// rebuild moves every entry into n new key cells and renumbers the slots,
+// keeping both lists in order.
+func (s *shard[K]) rebuild(n uint32) {
+	old, oldCtrl := s.cells, s.ctrl
+	s.cells, s.ctrl = newCells[K](n)
+	moved := make([]uint32, len(old))
+	moved[lruHead], moved[tombHead] = lruHead, tombHead
+	last := uint32(len(s.ctrl) - 1)
+	for i := uint32(firstSlot); i < uint32(len(old)); i++ {
+		if oldCtrl[i] < cellFull {
+			continue
+		}
+		h := s.hash(old[i].key)
+		p := s.home(h)
+		for s.ctrl[p] != cellEmpty {
+			if p++; p > last {
+				p = firstSlot
+			}
+		}
+		s.ctrl[p] = tagOf(h)
+		s.cells[p] = old[i]
+		moved[i] = p
+	}
+	for _, i := range [...]uint32{lruHead, tombHead} {
+		s.cells[i] = old[i]
+	}
+	for p := range s.cells {
+		if s.ctrl[p] >= cellFull {
+			e := &s.cells[p]
+			e.prev, e.next = moved[e.prev], moved[e.next]
+		}
+	}
+	s.deleted, s.hand = 0, firstSlot
+	s.gen++
+	s.publish()
 }
 
 func (s *shard[K]) setLive(n uint32) {
@@ -439,16 +597,13 @@ func (s *shard[K]) reapBatch(now int64, budget int) (n int, more bool) {
 // cleared ones wherever they sit in their list.
 func (s *shard[K]) sweep(now int64, m *clearMark, budget int) (n int) {
 	for range budget {
-		if s.top <= firstSlot {
-			return n
-		}
-		if s.hand < firstSlot || s.hand >= s.top {
+		if s.hand < firstSlot || s.hand >= uint32(len(s.cells)) {
 			s.hand = firstSlot
 		}
 		i := s.hand
 		s.hand++
 		e := s.at(i)
-		if e.prev == freeMark || s.alive(e, now, m) {
+		if s.ctrl[i] < cellFull || s.alive(e, now, m) {
 			continue
 		}
 		if e.server != 0 {
@@ -461,119 +616,34 @@ func (s *shard[K]) sweep(now int64, m *clearMark, budget int) (n int) {
 }
 
 // maybeCompact gives memory back after a shard has shrunk to a quarter of
-// its high-water mark (mass expiry, Clear, Reconfigure): the key index
-// only grows on its own, and pages cannot be freed while live slots are
-// scattered over them. Rebuilding costs time proportional to the surviving entries, at
-// most a quarter of the shard's capacity, and the hysteresis keeps a
-// shard that oscillates in size from rebuilding over and over.
+// its cells (mass expiry, Clear, Reconfigure): cells only grow on their
+// own. Rebuilding costs time proportional to the surviving entries, at
+// most a quarter of the cells, and the hysteresis keeps a shard that
+// oscillates in size from rebuilding over and over.
 func (s *shard[K]) maybeCompact() {
-	used := s.live + s.tombs + firstSlot
-	if s.scanners > 0 || len(s.pages) < 4 || used*4 > uint32(len(s.pages))<<pageBits {
+	n := uint32(len(s.cells) - firstSlot)
+	used := s.live + s.tombs
+	if s.scanners > 0 || n < compactFloor || uint64(used)*4 > uint64(n) {
 		return
 	}
-	pages := make([]*[pageSize]slot[K], (used+pageMask)>>pageBits)
-	for i := range pages {
-		pages[i] = new([pageSize]slot[K])
-	}
-	old := s.pages
-	oldAt := func(i uint32) *slot[K] { return &old[i>>pageBits][i&pageMask] }
-	s.pages = pages
-	s.idx, s.nidx = make([]uint64, indexSizeFor(used)), 0
-	s.initSentinels()
-	n := uint32(firstSlot)
-	for _, head := range [...]uint32{lruHead, tombHead} {
-		tail := uint32(head)
-		for oi := oldAt(head).next; oi != head; oi = oldAt(oi).next {
-			e := s.at(n)
-			*e = *oldAt(oi)
-			e.prev = tail
-			s.at(tail).next = n
-			s.reindex(s.hash(e.key), n)
-			tail = n
-			n++
-		}
-		s.at(tail).next = head
-		s.at(head).prev = tail
-	}
-	s.top, s.free, s.hand = n, 0, firstSlot
+	s.rebuild(capacityFor(used, s.limit))
 	s.c.compactions.Add(1)
 }
 
 // find returns the slot holding k, whose hash is h.
 func (s *shard[K]) find(h uint64, k K) (uint32, bool) {
-	tag := uint32(h)
-	mask := uint32(len(s.idx) - 1)
-	for p := tag & mask; ; p = (p + 1) & mask {
-		c := s.idx[p]
-		if c == 0 {
+	tag := tagOf(h)
+	last := uint32(len(s.ctrl) - 1)
+	for p := s.home(h); ; {
+		c := s.ctrl[p]
+		if c == cellEmpty {
 			return 0, false
 		}
-		if uint32(c>>32) == tag && s.at(uint32(c)).key == k {
-			return uint32(c), true
+		if c == tag && s.cells[p].key == k {
+			return p, true
+		}
+		if p++; p > last {
+			p = firstSlot
 		}
 	}
-}
-
-// index records that slot i holds a key with hash h, growing the index to
-// keep it at most three quarters full so probe sequences stay short.
-func (s *shard[K]) index(h uint64, i uint32) {
-	if (s.nidx+1)*4 > uint32(len(s.idx))*3 {
-		old := s.idx
-		s.idx, s.nidx = make([]uint64, 2*len(old)), 0
-		for _, c := range old {
-			if c != 0 {
-				s.reindex(uint64(c>>32), uint32(c))
-			}
-		}
-	}
-	s.reindex(h, i)
-}
-
-// reindex inserts without the growth check, for rebuilding.
-func (s *shard[K]) reindex(h uint64, i uint32) {
-	mask := uint32(len(s.idx) - 1)
-	p := uint32(h) & mask
-	for s.idx[p] != 0 {
-		p = (p + 1) & mask
-	}
-	s.idx[p] = uint64(uint32(h))<<32 | uint64(i)
-	s.nidx++
-}
-
-// unindex removes slot i (key hash h) and closes the gap by shifting later
-// cells of the probe run back, so lookups never need tombstone cells.
-func (s *shard[K]) unindex(h uint64, i uint32) {
-	mask := uint32(len(s.idx) - 1)
-	p := uint32(h) & mask
-	for uint32(s.idx[p]) != i {
-		p = (p + 1) & mask
-	}
-	s.nidx--
-	for {
-		s.idx[p] = 0
-		q := p
-		for {
-			q = (q + 1) & mask
-			c := s.idx[q]
-			if c == 0 {
-				return
-			}
-			// The cell at q may fill the hole at p unless its home lies
-			// cyclically within (p, q].
-			if home := uint32(c>>32) & mask; (q-home)&mask >= (q-p)&mask {
-				s.idx[p] = c
-				p = q
-				break
-			}
-		}
-	}
-}
-
-// indexSizeFor returns an index size that holds n keys half full.
-func indexSizeFor(n uint32) int {
-	size := minIndex
-	for uint32(size) < 2*n {
-		size *= 2
-	}
-	return size
 }

@@ -445,16 +445,15 @@ func (t *Table) Match(key string) (e Entry, o Outcome) {
 }
 
 func (t *Table) match(k Key, touch bool, out *Entry) Outcome {
-	now := t.now()
 	switch {
 	case t.ipEng != nil:
-		return t.ipEng.match(k, now, touch, out)
+		return t.ipEng.match(k, touch, out)
 	case t.v6Eng != nil:
-		return t.v6Eng.match(k, now, touch, out)
+		return t.v6Eng.match(k, touch, out)
 	case t.intEng != nil:
-		return t.intEng.match(k, now, touch, out)
+		return t.intEng.match(k, touch, out)
 	}
-	return t.strEng.match(k, now, touch, out)
+	return t.strEng.match(k, touch, out)
 }
 
 // MatchKey is Match for a parsed key.

@@ -437,7 +437,7 @@ func TestReapAndCompact(t *testing.T) {
 		tab.Delete("key-" + strconv.Itoa(i))
 	}
 	sh := &tab.eng.(*engine[string]).shards[0]
-	pagesBefore := len(sh.pages)
+	cellsBefore := len(sh.cells)
 	clk.Add(2 * time.Minute) // entries expired, tombstones (retention 2m) at the deadline
 	if n := tab.Reap(); n != 5000 {
 		t.Fatalf("Reap freed %d, want 5000", n)
@@ -445,8 +445,8 @@ func TestReapAndCompact(t *testing.T) {
 	if st := tab.Stats(); st.Entries != 0 || st.Tombstones != 0 || st.Reaped != 4900 {
 		t.Fatalf("after reap: %+v", st)
 	}
-	if len(sh.pages) >= pagesBefore || len(tab.Servers()) != 0 {
-		t.Fatalf("memory not given back: %d pages before, %d after", pagesBefore, len(sh.pages))
+	if len(sh.cells) >= cellsBefore || len(tab.Servers()) != 0 {
+		t.Fatalf("memory not given back: %d cells before, %d after", cellsBefore, len(sh.cells))
 	}
 	mustCheck(t, tab)
 	mustStore(t, tab, "again", "s")

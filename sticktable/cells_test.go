@@ -1,0 +1,273 @@
+package sticktable
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// TestCellsFollowAModel drives one shard through growth, churn at its
+// limit (deleted cells and the rebuilds that clean them), deletes, mass
+// expiry and shrinking, comparing every key with a plain map and checking
+// the shard's invariants (control bytes, probe reachability, lists,
+// counts, the hard fill limit) as it goes.
+func TestCellsFollowAModel(t *testing.T) {
+	for _, typ := range []KeyType{KeyInteger, KeyString} {
+		t.Run(typ.String(), func(t *testing.T) {
+			const size, keys = 3000, 5000
+			tab, clk := newTestTable(t, Config{Type: typ, Size: size, Expire: time.Hour, Retention: time.Minute}, Options{Shards: 1})
+			tab.SetNoPurge(true) // a full table refuses instead of evicting, so the model stays exact
+			model := map[string]string{}
+			r := rand.New(rand.NewPCG(1, uint64(typ)))
+			key := func() string { return strconv.Itoa(r.IntN(keys)) }
+			var rebuilds uint32
+			vacated := 0
+			gen := func() uint32 { return cellsOf(tab).gen }
+			last := gen()
+			prevUsed := uint32(0)
+			for op := range 60000 {
+				switch p := r.IntN(100); {
+				case p < 55:
+					k, srv := key(), "s"+strconv.Itoa(r.IntN(5))
+					_, err := tab.Store(k, srv)
+					switch {
+					case err == nil:
+						model[k] = srv
+					case err == ErrFull && len(model) >= size && model[k] == "":
+					default:
+						t.Fatalf("op %d: Store(%s): %v with %d in the model", op, k, err, len(model))
+					}
+				case p < 85:
+					k := key()
+					if ok, _ := tab.Delete(k); ok != (model[k] != "") {
+						t.Fatalf("op %d: Delete(%s) = %v, model has %q", op, k, ok, model[k])
+					}
+					delete(model, k)
+				case p < 99:
+					k := key()
+					if e, ok := tab.Get(k); ok != (model[k] != "") || (ok && e.Server != model[k]) {
+						t.Fatalf("op %d: Get(%s) = %v %q, model has %q", op, k, ok, e.Server, model[k])
+					}
+				default:
+					// tombstones (what Delete leaves) outlive their
+					// retention and are reaped, which frees cells
+					clk.Add(20 * time.Second)
+					tab.Reap()
+					if r.IntN(20) == 0 { // now and then everything expires at once
+						clk.Add(3 * time.Hour)
+						tab.Reap()
+						clear(model)
+					}
+				}
+				if c := cellsOf(tab); c.used < prevUsed {
+					vacated += int(prevUsed - c.used)
+				}
+				prevUsed = cellsOf(tab).used
+				if g := gen(); g != last {
+					rebuilds += g - last
+					last = g
+				}
+				if op%997 == 0 {
+					mustCheck(t, tab)
+				}
+			}
+			mustCheck(t, tab)
+			if tab.Len() != len(model) {
+				t.Fatalf("Len %d, model %d", tab.Len(), len(model))
+			}
+			if rebuilds < 10 || vacated < 10000 {
+				t.Fatalf("%d rebuilds, %d cells freed: the test no longer exercises growth and cleaning", rebuilds, vacated)
+			}
+		})
+	}
+}
+
+// TestCellsStayDense checks the memory side of the layout: at every size
+// a shard's cells are at least seven tenths full after growth, so memory
+// per entry stays near the slot size, and never over the hard limit.
+func TestCellsStayDense(t *testing.T) {
+	tab, _ := newTestTable(t, Config{Type: KeyInteger, Size: 1 << 20, Expire: time.Hour}, Options{Shards: 1})
+	for i := range 200000 {
+		mustStore(t, tab, strconv.Itoa(i), "a")
+		c := cellsOf(tab)
+		if n, used := uint64(c.cells), uint64(c.used); n > minCells*2 && (used*10 < n*7-10 || used*8 > n*7) {
+			t.Fatalf("%d entries in %d cells", used, n)
+		}
+	}
+	mustCheck(t, tab)
+}
+
+// TestWalkRestartsAfterForcedRebuild: a walk holds rebuilds off, but if
+// inserts between its batches fill the shard to the hard limit, the shard
+// is rebuilt anyway and renumbered. The walk must then start over rather
+// than go on with stale positions, which would skip entries: a scan must
+// still see every entry present throughout, and ClearServer must still
+// clear every entry of the server.
+func TestWalkRestartsAfterForcedRebuild(t *testing.T) {
+	const before = 2000
+	fill := func(t *testing.T, tab *Table) {
+		for i := range before {
+			mustStore(t, tab, "old-"+strconv.Itoa(i), "a")
+		}
+		for c := cellsOf(tab); (c.used+c.deleted)*8 <= c.cells*7-8; c = cellsOf(tab) {
+			mustStore(t, tab, "pad-"+strconv.Itoa(int(c.used)), "b") // up to the normal rebuild point
+		}
+	}
+	insertBurst := func(t *testing.T, tab *Table, tag string) {
+		for i := range 2000 {
+			mustStore(t, tab, tag+strconv.Itoa(i), "b")
+		}
+	}
+
+	t.Run("scan", func(t *testing.T) {
+		tab, _ := newTestTable(t, Config{Type: KeyString, Size: 1 << 20, Expire: time.Hour}, Options{Shards: 1})
+		fill(t, tab)
+		gen := cellsOf(tab).gen
+		seen := map[string]bool{}
+		burst := false
+		tab.Range(func(e Entry) bool {
+			seen[e.Key.String()] = true
+			if !burst {
+				burst = true
+				insertBurst(t, tab, "new-")
+			}
+			return true
+		})
+		if cellsOf(tab).gen == gen {
+			t.Fatal("no rebuild during the walk: the test does not exercise the restart")
+		}
+		t.Logf("gen %d -> %d, seen %d, %+v", gen, cellsOf(tab).gen, len(seen), cellsOf(tab))
+		for i := range before {
+			if k := "old-" + strconv.Itoa(i); !seen[k] {
+				t.Fatalf("the walk missed %s", k)
+			}
+		}
+		mustCheck(t, tab)
+	})
+
+	t.Run("renumbered into fewer cells", func(t *testing.T) {
+		// Growth keeps positions roughly in order (a key's home scales
+		// with the cell count), so a walk that went on with stale
+		// positions would miss little after growth; a rebuild into
+		// fewer cells moves entries from after the walk's position to
+		// before it, and every one of them would be missed.
+		tab, _ := newTestTable(t, Config{Type: KeyString, Size: 1 << 20, Expire: time.Hour}, Options{Shards: 1})
+		for i := range before {
+			mustStore(t, tab, "old-"+strconv.Itoa(i), "a")
+		}
+		s := &tab.eng.(*engine[string]).shards[0]
+		s.mu.Lock()
+		s.rebuild(4 * before)
+		s.mu.Unlock()
+		seen := map[string]bool{}
+		shrunk := false
+		tab.Range(func(e Entry) bool {
+			seen[e.Key.String()] = true
+			if !shrunk {
+				shrunk = true
+				s.mu.Lock()
+				s.rebuild(capacityFor(s.live+s.tombs, s.limit))
+				s.mu.Unlock()
+			}
+			return true
+		})
+		for i := range before {
+			if k := "old-" + strconv.Itoa(i); !seen[k] {
+				t.Fatalf("the walk missed %s (saw %d of %d)", k, len(seen), before)
+			}
+		}
+		mustCheck(t, tab)
+	})
+
+	t.Run("clear server", func(t *testing.T) {
+		tab, _ := newTestTable(t, Config{Type: KeyString, Size: 1 << 20, Expire: time.Hour}, Options{Shards: 1})
+		fill(t, tab)
+		gen := cellsOf(tab).gen
+		burst := false
+		tab.SetOnChange(func(c Change) {
+			if c.Op == OpDelete && !burst {
+				burst = true
+				insertBurst(t, tab, "new-")
+			}
+		})
+		if n := tab.ClearServer("a"); n != before {
+			t.Fatalf("ClearServer cleared %d, want %d", n, before)
+		}
+		tab.SetOnChange(nil)
+		if cellsOf(tab).gen == gen {
+			t.Fatal("no rebuild during the walk: the test does not exercise the restart")
+		}
+		for i := range before {
+			if k := "old-" + strconv.Itoa(i); server(tab, k) != "" {
+				t.Fatalf("%s still stuck after ClearServer", k)
+			}
+		}
+		mustCheck(t, tab)
+	})
+}
+
+// cellState is what the tests read of a one-shard table's cells.
+type cellState struct{ gen, cells, used, deleted uint32 }
+
+func cellsOf(tab *Table) cellState {
+	read := func(s interface {
+		state() cellState
+	}) cellState {
+		return s.state()
+	}
+	switch e := tab.eng.(type) {
+	case *engine[uint64]:
+		return read(&e.shards[0])
+	case *engine[string]:
+		return read(&e.shards[0])
+	}
+	panic("unexpected engine")
+}
+
+func (s *shard[K]) state() cellState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cellState{s.gen, uint32(len(s.cells) - firstSlot), s.live + s.tombs, s.deleted}
+}
+
+// TestCellsChurnAtTheLimit replaces entries of a full shard one by one
+// (new users pushing old ones out), which frees cells in the middle of
+// probe runs: the deleted cells this leaves must be cleaned by rebuilds
+// before they fill the shard, or probes for absent keys would never end.
+func TestCellsChurnAtTheLimit(t *testing.T) {
+	const size = 1000
+	tab, _ := newTestTable(t, Config{Type: KeyInteger, Size: size, Expire: time.Hour}, Options{Shards: 1})
+	r := rand.New(rand.NewPCG(3, 4))
+	sawDeleted := false
+	for i := range 100000 {
+		mustStore(t, tab, strconv.Itoa(r.IntN(1<<30)), "a") // a full table evicts its LRU entry
+		if i%500 == 0 {
+			mustCheck(t, tab)
+			c := cellsOf(tab)
+			sawDeleted = sawDeleted || c.deleted > 20
+			if _, ok := tab.Get("-1"); ok { // a probe for an absent key ends
+				t.Fatal("found a key never stored")
+			}
+		}
+	}
+	if !sawDeleted {
+		t.Fatal("no deleted cells built up: the test no longer exercises cleaning")
+	}
+}
+
+// TestShardLayout pins the layout the hot path relies on: shards are whole
+// cache lines, and the counters a lookup writes share the lock's line.
+func TestShardLayout(t *testing.T) {
+	var s shard[uint32]
+	if size := unsafe.Sizeof(s); size%64 != 0 {
+		t.Fatalf("shard is %d bytes, not whole cache lines: adjust its final padding", size)
+	}
+	if off := unsafe.Offsetof(s.c) + unsafe.Offsetof(s.c.misses) + unsafe.Sizeof(s.c.misses); off > 64 {
+		t.Fatalf("hit and miss counters end at byte %d, off the lock's line", off)
+	}
+	if unsafe.Sizeof(shard[string]{}) != unsafe.Sizeof(s) {
+		t.Fatal("shard size depends on the key type")
+	}
+}
