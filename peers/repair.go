@@ -20,7 +20,8 @@ import (
 // so this node learns the sender about half a second after its first
 // refused message instead of half a minute. If the chosen member did not
 // know the sender either, the next refused message, repairEvery later,
-// asks another.
+// asks another. A sender this node saw fail is left to the reconnect loop,
+// which dials it directly every few seconds.
 //
 // Why a member and not the sender: a batch names its sender but carries no
 // address, and a digest's address is a claim this node only compares with
@@ -61,7 +62,7 @@ var errNoMemberlist = errors.New("peers: no memberlist")
 // is not a current member. It schedules one push/pull with a live member,
 // unless one is scheduled or running, or ran less than repairEvery ago.
 func (g *Group) repairMembership(sender string) {
-	if sender == g.cfg.Name || len(g.targets()) == 0 {
+	if sender == g.cfg.Name || g.failed(sender) || len(g.targets()) == 0 {
 		// Alone: nobody to ask (the reconnect loop dials the seeds).
 		return
 	}
@@ -107,6 +108,15 @@ func (g *Group) repairMembership(sender string) {
 			g.exchangeWith(sender, g.attachments())
 		}
 	})
+}
+
+// failed reports whether name is a member this node saw fail (not one that
+// left on purpose).
+func (g *Group) failed(name string) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	p := g.peers[name]
+	return p != nil && p.state == "dead"
 }
 
 // pushPullWith runs one memberlist push/pull with the member at addr.

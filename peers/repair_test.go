@@ -105,7 +105,9 @@ func TestUnknownSenderLearned(t *testing.T) {
 // at a time and at most one per repairEvery; a digest from a non-member
 // counts like a batch, a digest from a member at another address (a
 // forged address, not a missed member) does not; a repair whose sender
-// became a member meanwhile (the gossip arrived) does not run.
+// became a member meanwhile (the gossip arrived) does not run; nor does
+// one for a member seen failing (the reconnect loop dials those), or with
+// no live member to ask.
 func TestMembershipRepairRateLimited(t *testing.T) {
 	log, logs := observed()
 	g := memberGroup("me", "friend")
@@ -188,6 +190,18 @@ func TestMembershipRepairRateLimited(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("to learn a sender").Len(); n != 1 {
 		t.Fatalf("%d debug lines for 2 repairs within %v, want 1", n, warnEvery)
+	}
+
+	// A sender this node saw fail: the reconnect loop dials it; no repair.
+	g.repair.mu.Lock()
+	g.repair.last = time.Time{}
+	g.repair.mu.Unlock()
+	g.mu.Lock()
+	g.peers["stranger-0"].state = "dead"
+	g.mu.Unlock()
+	burst(1)
+	if pending() {
+		t.Fatal("a repair was scheduled for a member seen failing")
 	}
 
 	// Alone (no live member to ask): nothing is scheduled.

@@ -338,7 +338,8 @@ func quantile(lat []time.Duration, want int, p float64) float64 {
 // 1,000 updates received and as a share of one core per node (process CPU
 // divided by nodes: they share the process), replication messages and
 // wire bytes sent per node per second (the group's Stats), and the
-// membership churn (leaves), queue drops and send errors seen meanwhile.
+// membership churn (leaves), queue drops and send errors, changes refused
+// from non-members and the membership repairs they caused, seen meanwhile.
 // Anti-entropy is off (pushPull an hour): this measures live replication.
 //
 //	go test -run '^$' -bench BenchmarkConvergence -benchtime 1x ./peers/
@@ -428,6 +429,8 @@ func benchConvergence(b *testing.B, n, rate int) {
 		d.Leaves += s.Leaves - s0.Leaves
 		d.Dropped += s.Dropped - s0.Dropped
 		d.SendErrors += s.SendErrors - s0.SendErrors
+		d.NonMembers += s.NonMembers - s0.NonMembers
+		d.MembershipRepairs += s.MembershipRepairs - s0.MembershipRepairs
 	}
 	lat := rec.latencies()
 	perNodeSec := float64(n) * window.Seconds()
@@ -445,6 +448,8 @@ func benchConvergence(b *testing.B, n, rate int) {
 	b.ReportMetric(float64(d.Leaves), "leaves")
 	b.ReportMetric(float64(d.Dropped+d.SendErrors), "drops+send-errors")
 	b.ReportMetric(float64(udpDrops), "udp-rcvbuf-drops")
+	b.ReportMetric(float64(d.NonMembers), "non-member-refusals")
+	b.ReportMetric(float64(d.MembershipRepairs), "membership-repairs")
 	b.ReportMetric(float64(total)/writing.Seconds(), "writes/s")
 	b.Logf("nodes=%d rate=%d: %d of %d deliveries in %v (writes took %v); cpu %v; received %d updates in %d messages",
 		n, rate, len(lat), want, window.Round(time.Millisecond), writing.Round(time.Millisecond),
