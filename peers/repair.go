@@ -62,13 +62,18 @@ var errNoMemberlist = errors.New("peers: no memberlist")
 // is not a current member. It schedules one push/pull with a live member,
 // unless one is scheduled or running, or ran less than repairEvery ago.
 func (g *Group) repairMembership(sender string) {
-	if sender == g.cfg.Name || g.failed(sender) || len(g.targets()) == 0 {
+	r := &g.repair
+	limited := func() bool { return r.pending || (!r.last.IsZero() && time.Since(r.last) < repairEvery) }
+	// The cheap check first: a flood of refused messages stops here.
+	r.mu.Lock()
+	skip := limited()
+	r.mu.Unlock()
+	if skip || sender == g.cfg.Name || g.failed(sender) || len(g.targets()) == 0 {
 		// Alone: nobody to ask (the reconnect loop dials the seeds).
 		return
 	}
-	r := &g.repair
 	r.mu.Lock()
-	if r.pending || (!r.last.IsZero() && time.Since(r.last) < repairEvery) {
+	if limited() {
 		r.mu.Unlock()
 		return
 	}
