@@ -27,6 +27,10 @@
 //     of the digests it offers others meanwhile, so a node joining empty
 //     receives the table once, not once per member. Members seen failing
 //     are dialled again every few seconds.
+//   - Missed members: gossip can miss a new member on some node during a
+//     burst of joins. A node that refuses a message from a non-member runs
+//     one push/pull with a live member (rate-limited), which teaches it the
+//     sender without waiting for the periodic push/pull (see repair.go).
 //   - Hostile input: changes are accepted only from current members (names
 //     never create state; per-member state comes from memberlist's events
 //     and is capped), digests are answered only to members at the address

@@ -24,6 +24,12 @@ type faults struct {
 	mu      sync.Mutex
 	r       *rand.Rand
 	blocked map[string]bool
+	// muted drops only packets (UDP) to these addresses: gossip and
+	// live batches, not push/pulls and anti-entropy streams.
+	muted map[string]bool
+	// lastCut is when a packet to a blocked or muted address was last
+	// dropped.
+	lastCut time.Time
 	lose    float64
 	dup     float64
 	reorder bool
@@ -36,7 +42,7 @@ type heldPacket struct {
 }
 
 func newFaults(seed uint64) *faults {
-	return &faults{r: rand.New(rand.NewPCG(seed, seed+1)), blocked: map[string]bool{}}
+	return &faults{r: rand.New(rand.NewPCG(seed, seed+1)), blocked: map[string]bool{}, muted: map[string]bool{}}
 }
 
 func (f *faults) block(addrs ...string) {
@@ -53,6 +59,31 @@ func (f *faults) unblock(addrs ...string) {
 		delete(f.blocked, a)
 	}
 	f.mu.Unlock()
+}
+
+func (f *faults) mute(addrs ...string) {
+	f.mu.Lock()
+	for _, a := range addrs {
+		f.muted[a] = true
+	}
+	f.mu.Unlock()
+}
+
+func (f *faults) unmute(addrs ...string) {
+	f.mu.Lock()
+	for _, a := range addrs {
+		delete(f.muted, a)
+	}
+	f.mu.Unlock()
+}
+
+// quietFor reports whether no packet to a blocked or muted address was
+// dropped for d: with probes off, memberlist sends packets only while it
+// has gossip to spread, so its queue of broadcasts has drained.
+func (f *faults) quietFor(d time.Duration) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return time.Since(f.lastCut) >= d
 }
 
 func (f *faults) set(lose, dup float64, reorder bool) {
@@ -77,7 +108,12 @@ func (t *faultTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 func (t *faultTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	f := t.f
 	f.mu.Lock()
-	if f.blocked[a.Addr] || f.r.Float64() < f.lose {
+	if f.blocked[a.Addr] || f.muted[a.Addr] {
+		f.lastCut = time.Now()
+		f.mu.Unlock()
+		return time.Now(), nil
+	}
+	if f.r.Float64() < f.lose {
 		f.mu.Unlock()
 		return time.Now(), nil
 	}

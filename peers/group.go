@@ -81,6 +81,7 @@ type options struct {
 	now         func() time.Time                                // this node's clock for version bounds; nil: time.Now
 	wrap        func(memberlist.Transport) memberlist.Transport // fault injection around the transport
 	idle        bool                                            // do not join until Join (NewIdleGroup)
+	repairJoin  func(addr string) (int, error)                  // membership repair's push/pull; nil: memberlist Join
 }
 
 // Group is one peer group: a memberlist member plus the tables replicated
@@ -121,6 +122,10 @@ type Group struct {
 	// clocks too far ahead); badDebug the debug lines about undecodable
 	// messages.
 	badWarn, badDebug rateLimited
+	// repair rate-limits membership repairs (repair.go), repairDebug
+	// their debug lines.
+	repair      repairState
+	repairDebug rateLimited
 
 	st counters
 }
@@ -134,6 +139,7 @@ type counters struct {
 	unknownTables, refreshSuppressed         atomic.Uint64
 	sendErrors, joins, leaves                atomic.Uint64
 	clockRefused, shapeRefused, nonMembers   atomic.Uint64
+	repairs                                  atomic.Uint64
 }
 
 // peerState is what this node knows about another member.
@@ -221,6 +227,11 @@ type Stats struct {
 	// current member (or a digest named another address than the
 	// member's).
 	NonMembers uint64
+	// MembershipRepairs counts push/pulls this node ran with a member
+	// after refusing a message from a non-member, to learn the sender
+	// (gossip can miss a member during a burst of joins): at most one
+	// per 3 s.
+	MembershipRepairs uint64
 }
 
 // NewGroup starts a member: it binds the sockets, and if cfg.Join is set,
@@ -733,6 +744,7 @@ func (g *Group) Stats() Stats {
 		UnknownTables: s.unknownTables.Load(), RefreshesSuppressed: s.refreshSuppressed.Load(),
 		SendErrors: s.sendErrors.Load(), Joins: s.joins.Load(), Leaves: s.leaves.Load(),
 		ClockRefused: s.clockRefused.Load(), ShapeRefused: s.shapeRefused.Load(), NonMembers: s.nonMembers.Load(),
+		MembershipRepairs: s.repairs.Load(),
 	}
 }
 
@@ -924,6 +936,7 @@ func (g *Group) handleBatch(msg []byte) {
 	if p == nil {
 		g.st.nonMembers.Add(1)
 		g.badWarn.log(g.log, "refused changes from a node that is not a member", zap.String("sender", b.sender()))
+		g.repairMembership(b.sender())
 		return
 	}
 	received := time.Now()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -65,14 +66,41 @@ func udpReceiveDrops() uint64 {
 // all at once, at its end.
 type fleet struct {
 	nodes []*testNode
+	// How the start went: how long until every node listed every other
+	// one as alive, how many nodes still missed a member fleetWarmUp
+	// after the last node started, and the membership repairs the nodes
+	// ran (Stats.MembershipRepairs).
+	complete time.Duration
+	behind   int
+	repairs  uint64
 }
+
+// fleetWarmUp is how long a starting fleet may take before its nodes
+// start writing (see startFleetVia).
+const fleetWarmUp = 5 * time.Second
 
 // startFleet starts n nodes on free 127.0.0.1 ports, each with a
 // "sessions" integer table, and waits until every node lists every other
 // one as alive. Every node joins through the first, as a fleet configured
-// with one seed does. Binding is retried: port 0 picks a free TCP port, and the UDP
-// port of the same number can be taken.
+// with one seed does.
 func startFleet(b *testing.B, n int, opts func(name string) options) *fleet {
+	return startFleetVia(b, n, func(int) int { return 0 }, opts)
+}
+
+// startFleetVia is startFleet with node i joining through node via(i)
+// (< i). Binding is retried: port 0 picks a free TCP port, and the UDP
+// port of the same number can be taken.
+//
+// memberlist spreads a new member by gossip, which can miss a node during
+// a burst of joins; the node then learns of the member when it refuses a
+// message from it (the membership repair, repair.go), or at memberlist's
+// periodic push/pull, which the benchmarks turn off. A fleet that serves
+// traffic sends such messages all the time; one that only waits may not
+// (a member whose name sorts after the node's does not offer it digests
+// when it learns of it). So if membership is not complete fleetWarmUp
+// after the last node started, every node writes one key (outside the
+// range the convergence benchmark measures) per second until it is.
+func startFleetVia(b *testing.B, n int, via func(i int) int, opts func(name string) options) *fleet {
 	b.Helper()
 	f := &fleet{}
 	b.Cleanup(f.close)
@@ -80,7 +108,7 @@ func startFleet(b *testing.B, n int, opts func(name string) options) *fleet {
 		name := fmt.Sprintf("node%d", i+1)
 		var join []string
 		if i > 0 {
-			join = []string{f.nodes[0].g.Addr()}
+			join = []string{f.nodes[via(i)].g.Addr()}
 		}
 		var g *Group
 		var err error
@@ -103,34 +131,28 @@ func startFleet(b *testing.B, n int, opts func(name string) options) *fleet {
 	}
 	began := time.Now()
 	deadline := began.Add(120 * time.Second)
-	lastRepair, repairs := began, 0
+	nextWrite, warmKey := began.Add(fleetWarmUp), uint64(1)<<40
 	for {
 		ready := 0
-		var behind []*testNode
 		for _, nd := range f.nodes {
 			if nd.g.ml.NumMembers() == n && len(nd.g.targets()) == n-1 {
 				ready++
-			} else {
-				behind = append(behind, nd)
 			}
 		}
 		if ready == n {
-			if repairs > 0 {
-				b.Logf("membership complete after %v and %d push/pull repairs", time.Since(began).Round(time.Millisecond), repairs)
-			}
+			f.complete = time.Since(began)
 			break
 		}
-		// memberlist learns of a member from gossip, which can miss a
-		// node during a burst of joins; only a push/pull repairs that,
-		// and the benchmarks turn the periodic one off. Do what the
-		// periodic one would: one push/pull with the seed, at most every
-		// 5 s, from each node still missing members.
-		if time.Since(began) > 15*time.Second && time.Since(lastRepair) > 5*time.Second {
-			lastRepair = time.Now()
-			for _, nd := range behind {
-				if nd != f.nodes[0] {
-					nd.g.ml.Join([]string{f.nodes[0].g.Addr()})
-					repairs++
+		if time.Now().After(nextWrite) {
+			if nextWrite.Equal(began.Add(fleetWarmUp)) {
+				f.behind = n - ready
+			}
+			nextWrite = time.Now().Add(time.Second)
+			for _, nd := range f.nodes {
+				k, _ := nd.t.ParseKey(strconv.FormatUint(warmKey, 10))
+				warmKey++
+				if _, err := nd.t.StoreKey(k, "10.0.0.1:8080"); err != nil {
+					b.Fatal(err)
 				}
 			}
 		}
@@ -157,7 +179,58 @@ func startFleet(b *testing.B, n int, opts func(name string) options) *fleet {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	f.repairs = f.sum(func(g *Group) uint64 { return g.Stats().MembershipRepairs })
+	if f.behind > 0 || f.repairs > 0 {
+		b.Logf("membership: %d of %d nodes missed a member %v after the start; complete after %v, %d membership repairs",
+			f.behind, n, fleetWarmUp, f.complete.Round(time.Millisecond), f.repairs)
+	}
 	return f
+}
+
+// BenchmarkFleetStart starts n nodes at once (each joining through the
+// first, or through a random earlier node, which makes gossip miss more)
+// and reports how long until every node listed every other one as alive,
+// how many nodes still missed a member 5 s after the start, and how many
+// membership repairs ran. Probes and push/pull at memberlist's defaults
+// apart from the periodic push/pull, which is off (an hour), as in the
+// convergence benchmark.
+//
+//	go test -run '^$' -bench BenchmarkFleetStart -benchtime 3x ./peers/
+func BenchmarkFleetStart(b *testing.B) {
+	for _, n := range []int{50} {
+		for _, join := range []string{"seed", "random"} {
+			b.Run(fmt.Sprintf("nodes=%d/join=%s", n, join), func(b *testing.B) {
+				via := func(int) int { return 0 }
+				if join == "random" {
+					r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+					via = func(i int) int { return r.IntN(i) }
+				}
+				var complete time.Duration
+				var behind, repairs, missed int
+				for range b.N {
+					goroutines := runtime.NumGoroutine()
+					f := startFleetVia(b, n, via, func(string) options {
+						o := testOpts()
+						o.pushPull = time.Hour
+						o.probe = 0
+						return o
+					})
+					complete += f.complete
+					behind += f.behind
+					repairs += int(f.repairs)
+					if f.behind > 0 {
+						missed++
+					}
+					f.close()
+					checkGoroutines(b, goroutines)
+				}
+				b.ReportMetric(complete.Seconds()/float64(b.N), "complete-s")
+				b.ReportMetric(float64(behind)/float64(b.N), "nodes-behind-at-5s")
+				b.ReportMetric(float64(missed), "starts-with-a-miss")
+				b.ReportMetric(float64(repairs)/float64(b.N), "repairs")
+			})
+		}
+	}
 }
 
 // close closes every node in parallel (each Close waits up to 2 s for its
@@ -265,7 +338,8 @@ func quantile(lat []time.Duration, want int, p float64) float64 {
 // 1,000 updates received and as a share of one core per node (process CPU
 // divided by nodes: they share the process), replication messages and
 // wire bytes sent per node per second (the group's Stats), and the
-// membership churn (leaves), queue drops and send errors seen meanwhile.
+// membership churn (leaves), queue drops and send errors, changes refused
+// from non-members and the membership repairs they caused, seen meanwhile.
 // Anti-entropy is off (pushPull an hour): this measures live replication.
 //
 //	go test -run '^$' -bench BenchmarkConvergence -benchtime 1x ./peers/
@@ -355,6 +429,8 @@ func benchConvergence(b *testing.B, n, rate int) {
 		d.Leaves += s.Leaves - s0.Leaves
 		d.Dropped += s.Dropped - s0.Dropped
 		d.SendErrors += s.SendErrors - s0.SendErrors
+		d.NonMembers += s.NonMembers - s0.NonMembers
+		d.MembershipRepairs += s.MembershipRepairs - s0.MembershipRepairs
 	}
 	lat := rec.latencies()
 	perNodeSec := float64(n) * window.Seconds()
@@ -372,6 +448,8 @@ func benchConvergence(b *testing.B, n, rate int) {
 	b.ReportMetric(float64(d.Leaves), "leaves")
 	b.ReportMetric(float64(d.Dropped+d.SendErrors), "drops+send-errors")
 	b.ReportMetric(float64(udpDrops), "udp-rcvbuf-drops")
+	b.ReportMetric(float64(d.NonMembers), "non-member-refusals")
+	b.ReportMetric(float64(d.MembershipRepairs), "membership-repairs")
 	b.ReportMetric(float64(total)/writing.Seconds(), "writes/s")
 	b.Logf("nodes=%d rate=%d: %d of %d deliveries in %v (writes took %v); cpu %v; received %d updates in %d messages",
 		n, rate, len(lat), want, window.Round(time.Millisecond), writing.Round(time.Millisecond),

@@ -112,6 +112,11 @@ func (g *Group) handleDigestWith(d *digest, startSync func(*memberlist.Node, *at
 		g.st.nonMembers.Add(1)
 		g.badWarn.log(g.log, "refused a digest from a node that is not a member at that address",
 			zap.String("sender", d.sender), zap.String("addr", d.addr))
+		if g.member(d.sender) == nil {
+			// Not a member at all (rather than one at another
+			// address): maybe gossip missed it.
+			g.repairMembership(d.sender)
+		}
 		return
 	}
 	limit := g.versionLimit(g.now())
