@@ -36,13 +36,14 @@ var (
 	descPeerBytes    = prometheus.NewDesc("caddy_sticky_peers_bytes_total", "Replication payload bytes sent and received.", []string{"group", "direction"}, nil)
 	descPeerErrors   = prometheus.NewDesc("caddy_sticky_peers_errors_total", "Refused peer messages (decode), changes the table refused (apply), failed sends (send), local changes dropped from a full queue (dropped), versions beyond max_clock_offset (clock), tables of another key type or length (shape), messages from non-members (non_member).", []string{"group", "kind"}, nil)
 	descPeerSyncs    = prometheus.NewDesc("caddy_sticky_peers_sync_rounds_total", "Anti-entropy transfers started by this node.", []string{"group"}, nil)
+	descPeerRepairs  = prometheus.NewDesc("caddy_sticky_peers_membership_repairs_total", "Push/pulls run to learn a sender that was not a member (gossip missed it).", []string{"group"}, nil)
 	descPeerLag      = prometheus.NewDesc("caddy_sticky_peers_lag_seconds", "Moving average of how long a member's changes take to arrive here.", []string{"group", "member"}, nil)
 )
 
 // Describe sends the descriptors of every metric.
 func (tableCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEntries, descTombstones, descCapacity, descMatches, descStores, descEvictions, descRefused, descExpired, descApplied, descStale,
-		descPeerMembers, descPeerUpdates, descPeerMessages, descPeerBytes, descPeerErrors, descPeerSyncs, descPeerLag} {
+		descPeerMembers, descPeerUpdates, descPeerMessages, descPeerBytes, descPeerErrors, descPeerSyncs, descPeerRepairs, descPeerLag} {
 		ch <- d
 	}
 	for _, d := range serverDescs {
@@ -97,6 +98,7 @@ func (tableCollector) Collect(ch chan<- prometheus.Metric) {
 		c(descPeerErrors, st.ShapeRefused, "shape")
 		c(descPeerErrors, st.NonMembers, "non_member")
 		c(descPeerSyncs, st.SyncRounds)
+		c(descPeerRepairs, st.MembershipRepairs)
 		for _, m := range h.group.Members() {
 			ch <- prometheus.MustNewConstMetric(descPeerLag, prometheus.GaugeValue, m.Lag.Seconds(), g, m.Name)
 		}
