@@ -23,7 +23,9 @@ func (t *Table) Servers() []ServerEntries {
 // Range calls fn for every live entry until fn returns false, in no
 // particular order. It holds a shard lock only while copying a small batch
 // of entries, never while fn runs, so fn may use the table. Entries added
-// or removed during the walk may or may not be seen.
+// or removed during the walk may or may not be seen, and an entry can be
+// seen twice: removed and re-added, or moved when a burst of inserts
+// forces its shard to be rebuilt during the walk (see walk).
 func (t *Table) Range(fn func(Entry) bool) {
 	t.eng.scan(t.now(), false, func(batch []Entry) bool {
 		for _, e := range batch {
