@@ -271,3 +271,20 @@ func TestShardLayout(t *testing.T) {
 		t.Fatal("shard size depends on the key type")
 	}
 }
+
+// TestShardsBoundRebuilds: a rebuild holds its shard's lock for a time
+// proportional to the shard's entries, so shard limits stay bounded at
+// every size, while tables up to 2M keep 64 shards.
+func TestShardsBoundRebuilds(t *testing.T) {
+	for _, c := range []struct{ size, shards int }{
+		{1000, 1}, {4096, 4}, {1 << 17, 64}, {1 << 20, 64}, {2 << 20, 64}, {4 << 20, 128},
+		{10_000_000, 512}, {32 << 20, 1024}, {100_000_000, 1024},
+	} {
+		if got := autoShards(c.size); got != c.shards {
+			t.Errorf("autoShards(%d) = %d, want %d", c.size, got, c.shards)
+		}
+		if c.size <= 32<<20 && c.size/autoShards(c.size) > 32768 {
+			t.Errorf("size %d: %d entries per shard", c.size, c.size/autoShards(c.size))
+		}
+	}
+}

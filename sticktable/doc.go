@@ -10,10 +10,11 @@
 //
 // # Layout
 //
-// A table is split into a power-of-two number of shards (up to 64, chosen
-// from the size so every shard holds at least 1024 entries; tables smaller
-// than 2048 have one) selected by a hash of the key that is the same on
-// every node (so peers' full tables evict alike). Each shard has its own mutex
+// A table is split into a power-of-two number of shards (64 once every
+// shard holds at least 1024 entries, more beyond 2M entries so no shard
+// holds over 32768, up to 1024 shards; tables smaller than 2048 have one)
+// selected by a hash of the key that is the same on every node (so peers'
+// full tables evict alike). Each shard has its own mutex
 // and one open-addressing hash table (linear probing) whose cells are the
 // entries themselves (40 bytes for ip and integer keys, 48 for the
 // others), beside a control byte per cell (empty, deleted, or full with 7

@@ -31,8 +31,8 @@ type Options struct {
 	// explicit Reap calls), which tests use for determinism.
 	ReapInterval time.Duration
 	// Shards overrides the shard count (rounded down to a power of two,
-	// at most 256, at most Size); 0 chooses from Size. Tests use 1 for an
-	// exact LRU order.
+	// at most 1024, at most Size); 0 chooses from Size (autoShards). Tests
+	// use 1 for an exact LRU order.
 	Shards int
 }
 
@@ -89,6 +89,27 @@ type clearMark struct {
 	node    string
 }
 
+// maxShards caps the shard count.
+const maxShards = 1024
+
+// autoShards chooses the shard count for a table of size entries: 64 once
+// shards hold at least 1024 entries each (enough to spread two cores'
+// lookups, few enough that eviction starts only when the table is nearly
+// full, see the package documentation), and beyond 2M entries as many
+// more as keep each shard's limit under 32768, because growing, shrinking
+// or cleaning a shard rebuilds it with its lock held, for a time
+// proportional to its entries (under a millisecond at that size).
+func autoShards(size int) int {
+	shards := 1
+	for shards < 64 && size/(2*shards) >= 1024 {
+		shards *= 2
+	}
+	for shards < maxShards && size/shards > 32768 {
+		shards *= 2
+	}
+	return shards
+}
+
 // New creates a table with default Options.
 func New(cfg Config) (*Table, error) { return NewWithOptions(cfg, Options{}) }
 
@@ -119,12 +140,9 @@ func NewWithOptions(cfg Config, opts Options) (*Table, error) {
 
 	shards := opts.Shards
 	if shards <= 0 {
-		shards = 1
-		for shards < 64 && cfg.Size/(2*shards) >= 1024 {
-			shards *= 2
-		}
+		shards = autoShards(cfg.Size)
 	}
-	shards = min(shards, 256, cfg.Size)
+	shards = min(shards, maxShards, cfg.Size)
 	for shards&(shards-1) != 0 {
 		shards &= shards - 1
 	}
