@@ -27,7 +27,7 @@ func (t *Table) Servers() []ServerEntries {
 // seen twice: removed and re-added, or moved when a burst of inserts
 // forces its shard to be rebuilt during the walk (see walk).
 func (t *Table) Range(fn func(Entry) bool) {
-	t.eng.scan(t.now(), false, func(batch []Entry) bool {
+	t.eng.scan(t.now(), false, false, func(batch []Entry) bool {
 		for _, e := range batch {
 			if !fn(e) {
 				return false
@@ -46,7 +46,7 @@ func (t *Table) RangeChanges(fn func(Change) bool) {
 		return
 	}
 	now := t.now()
-	t.eng.scan(now, true, func(batch []Entry) bool {
+	t.eng.scan(now, true, false, func(batch []Entry) bool {
 		for _, e := range batch {
 			c := Change{Op: OpStore, Key: e.Key, Server: e.Server, Version: e.Version, Node: e.Node,
 				Origin: e.Origin, TTL: time.Duration(e.ExpiresAt.UnixNano() - now)}

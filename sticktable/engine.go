@@ -23,7 +23,7 @@ type backend interface {
 	observe(v uint64)
 	lastVersion() uint64
 	reap(now int64, from int, budget time.Duration) (n, next int, done bool)
-	scan(now int64, tombs bool, fn func([]Entry) bool)
+	scan(now int64, tombs, wholeShards bool, fn func([]Entry) bool)
 	resize(size int, now int64)
 	capExpiry(entryDeadline, tombDeadline int64)
 	sumStats(st *Stats)
@@ -721,13 +721,20 @@ func (g *engine[K]) reap(now int64, from int, budget time.Duration) (n, next int
 	return n, from, true
 }
 
-func (g *engine[K]) scan(now int64, tombs bool, fn func([]Entry) bool) {
+// scan calls fn with batches of the live entries (and tombstones, with
+// tombs), or with wholeShards once per shard with all of its entries.
+func (g *engine[K]) scan(now int64, tombs, wholeShards bool, fn func([]Entry) bool) {
 	buf := make([]Entry, 0, workBatch)
 	for si := range g.shards {
 		s := &g.shards[si]
 		stop := false
-		walk(s, func(from, to uint32) bool {
+		if wholeShards {
 			buf = buf[:0]
+		}
+		walk(s, func(from, to uint32) bool {
+			if !wholeShards {
+				buf = buf[:0]
+			}
 			m := g.t.mark.Load()
 			for i := from; i < to; i++ {
 				e := s.at(i)
@@ -739,9 +746,12 @@ func (g *engine[K]) scan(now int64, tombs bool, fn func([]Entry) bool) {
 			}
 			return true
 		}, func() bool {
-			stop = len(buf) > 0 && !fn(buf)
+			stop = !wholeShards && len(buf) > 0 && !fn(buf)
 			return !stop
 		})
+		if wholeShards && len(buf) > 0 {
+			stop = !fn(buf)
+		}
 		if stop {
 			return
 		}

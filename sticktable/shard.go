@@ -188,9 +188,12 @@ type shard[K comparable] struct {
 	nodes   names
 	local   string // node name localIx was interned for
 	localIx uint16 // this shard's index of the local node; the shard holds a reference
+	// searches counts insertByExpiry calls that had to search the list
+	// (tests check that restores and live replication do not)
+	searches uint64
 	// pad rounds the shard to whole cache lines, so the lock of every
 	// shard of the array starts a line (TestShardLayout)
-	_ [40]byte
+	_ [32]byte
 }
 
 func (s *shard[K]) init(limit uint32, hash func(K) uint64, tally *serverTally) {
@@ -518,6 +521,7 @@ func (s *shard[K]) insertByExpiry(head, i uint32) {
 		s.pushFront(head, i)
 		return
 	}
+	s.searches++
 	// Invariant: hot is newer than exp (or head), cold is not newer
 	// (or head); the entry goes right after the last newer one.
 	hot, cold := s.at(head).next, s.at(head).prev

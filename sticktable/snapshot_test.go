@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -205,6 +207,63 @@ func TestSnapshotKeepsOrigins(t *testing.T) {
 	for key, placement := range map[string]bool{"placed": true, "pinned": false, "restuck": false, "gone": true} {
 		if e, _ := dst.Get(key); IsPlacement(e.Origin) != placement {
 			t.Errorf("%s: origin %d after the snapshot", key, e.Origin)
+		}
+	}
+}
+
+// TestSnapshotWritesByExpiry: a snapshot lists each shard's entries in
+// ascending order of expiry (ties in scan order), which a restore links
+// into the LRU list at O(1) each; the table's own order, by hash, is
+// random in expiry and made a 1M-entry restore search the list for every
+// record (4.3 s instead of 0.2 s).
+func TestSnapshotWritesByExpiry(t *testing.T) {
+	base := time.Unix(1_800_000_000, 0)
+	at := func(ms ...int64) []Entry {
+		var es []Entry
+		for _, m := range ms {
+			es = append(es, Entry{ExpiresAt: base.Add(time.Duration(m) * time.Millisecond)})
+		}
+		return es
+	}
+	got := byExpiry(nil, at(30, 10, 20, 10, 0))
+	var idx []uint64
+	for _, o := range got {
+		idx = append(idx, o&indexMask)
+	}
+	if want := []uint64{4, 1, 3, 2, 0}; !slices.Equal(idx, want) {
+		t.Fatalf("order %v, want %v", idx, want)
+	}
+	// expiries too far apart to pack: the given order, still complete
+	far := at(5, 0)
+	far[1].ExpiresAt = base.AddDate(-600, 0, 0)
+	if got := byExpiry(got, far); len(got) != 2 || got[0] != 0 || got[1] != 1 {
+		t.Fatalf("fallback order %v", got)
+	}
+
+	tab, clk := newTestTable(t, Config{Type: KeyString, Expire: time.Hour}, Options{Shards: 4})
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, i := range r.Perm(2000) {
+		clk.Add(time.Duration(1+r.IntN(3)) * time.Millisecond)
+		mustStore(t, tab, "k"+strconv.Itoa(i), "a")
+	}
+	var snap bytes.Buffer
+	if err := tab.WriteSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	// Restored into a table of the same shape, each shard's records
+	// arrive newest last, so none has to search its LRU list.
+	dst, _ := newTestTable(t, Config{Type: KeyString, Expire: time.Hour}, Options{Shards: 4, Now: clk.Now})
+	if n, err := dst.ReadSnapshot(&snap); err != nil || n != 2000 {
+		t.Fatalf("restored %d: %v", n, err)
+	}
+	mustCheck(t, dst)
+	for i := range dst.strEng.shards {
+		s := &dst.strEng.shards[i]
+		s.mu.Lock()
+		searches := s.searches
+		s.mu.Unlock()
+		if searches != 0 {
+			t.Fatalf("shard %d searched its list %d times restoring an ordered snapshot", i, searches)
 		}
 	}
 }
