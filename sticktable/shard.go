@@ -188,12 +188,14 @@ type shard[K comparable] struct {
 	nodes   names
 	local   string // node name localIx was interned for
 	localIx uint16 // this shard's index of the local node; the shard holds a reference
-	// searches counts insertByExpiry calls that had to search the list
-	// (tests check that restores and live replication do not)
+	// finger is, per list, the slot insertByExpiry linked last
+	finger [2]uint32
+	// searches counts insertByExpiry calls that searched the list from
+	// its ends (tests check that restores do not)
 	searches uint64
 	// pad rounds the shard to whole cache lines, so the lock of every
 	// shard of the array starts a line (TestShardLayout)
-	_ [32]byte
+	_ [24]byte
 }
 
 func (s *shard[K]) init(limit uint32, hash func(K) uint64, tally *serverTally) {
@@ -395,6 +397,12 @@ func (s *shard[K]) rebuild(n uint32) {
 			e.prev, e.next = moved[e.prev], moved[e.next]
 		}
 	}
+	for l, f := range s.finger {
+		if f >= uint32(len(old)) || oldCtrl[f] < cellFull {
+			f = 0
+		}
+		s.finger[l] = moved[f] // the finger stays on its entry, or none
+	}
 	s.deleted, s.hand = 0, firstSlot
 	s.gen++
 	s.publish()
@@ -510,16 +518,50 @@ func (s *shard[K]) write(e *slot[K]) Write {
 // the recency its sender gave it instead of becoming the most recently
 // used here (which would evict entries used more recently, which
 // anti-entropy would send back, and full tables would never agree). The
-// common case, an entry newer than every other (live replication), is
-// O(1); otherwise the position is searched from both ends at once, so an
-// entry near either end costs little, and the search is bounded: past the
-// bound the entry goes where the search from the cold end stopped (a
-// little too recent, never evicted too early).
+// common case, an entry newer than every other (live replication, a
+// snapshot's records in order), is O(1). Next it searches from the slot
+// it linked last (the finger): records that arrive in ascending runs (a
+// snapshot of a table with other shards: one run per shard of the
+// writer) each land next to the one before, so a run costs its length
+// plus the entries it passes. Otherwise the position is searched from
+// both ends at once, so an entry near either end costs little. Both
+// searches are bounded: past the bound the entry goes where the search
+// from the cold end stopped (a little too recent, never evicted too
+// early).
 func (s *shard[K]) insertByExpiry(head, i uint32) {
 	exp := s.at(i).expires
+	defer func() { s.finger[head] = i }()
 	if first := s.at(head).next; first == head || s.at(first).expires <= exp {
 		s.pushFront(head, i)
 		return
+	}
+	if f := s.finger[head]; f >= firstSlot && f < uint32(len(s.cells)) && s.ctrl[f] >= cellFull &&
+		(s.at(f).server == 0) == (head == tombHead) && f != i {
+		// f is linked in this list: search from it toward the
+		// position, which lies after the last entry newer than exp
+		after, ok := f, false
+		if s.at(f).expires > exp {
+			for n := 0; n < insertWalk; n++ {
+				nx := s.at(after).next
+				if nx == head || s.at(nx).expires <= exp {
+					ok = true
+					break
+				}
+				after = nx
+			}
+		} else {
+			for n := 0; n < insertWalk; n++ {
+				after = s.at(after).prev
+				if after == head || s.at(after).expires > exp {
+					ok = true
+					break
+				}
+			}
+		}
+		if ok {
+			s.linkAfter(after, i)
+			return
+		}
 	}
 	s.searches++
 	// Invariant: hot is newer than exp (or head), cold is not newer
@@ -540,6 +582,11 @@ func (s *shard[K]) insertByExpiry(head, i uint32) {
 		cold = s.at(cold).prev
 		after = cold
 	}
+	s.linkAfter(after, i)
+}
+
+// linkAfter links slot i into a list right after slot after.
+func (s *shard[K]) linkAfter(after, i uint32) {
 	e, p := s.at(i), s.at(after)
 	e.prev, e.next = after, p.next
 	s.at(p.next).prev = i

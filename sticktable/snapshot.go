@@ -78,14 +78,24 @@ func (t *Table) WriteSnapshot(w io.Writer) error {
 	// A shard at a time, in ascending order of expiry: a restore links
 	// each record into its LRU list by expiry, which is O(1) for a record
 	// that expires after every one before it (see ReadSnapshot), and the
-	// table's scan order, by hash, is random in expiry.
+	// table's scan order, by hash, is random in expiry. Frames hold at
+	// most 64 KiB of one shard.
 	var order []uint64
 	t.eng.scan(now, true, true, func(batch []Entry) bool {
 		order = byExpiry(order, batch)
 		for _, o := range order {
 			sw.add(&batch[o&indexMask], now)
+			if len(sw.buf) >= frameTarget {
+				if sw.err = sw.flush(); sw.err != nil {
+					return false
+				}
+			}
 		}
-		if len(sw.buf) >= frameTarget {
+		// A frame ends with its shard: a restore sorts each frame by
+		// expiry, which would interleave two shards' runs, and a table
+		// with fewer shards merges the runs cheaply only when they
+		// arrive one after the other (see insertByExpiry).
+		if len(sw.buf) > 0 {
 			sw.err = sw.flush()
 		}
 		return sw.err == nil
@@ -202,9 +212,14 @@ func appendString(b []byte, s string) []byte {
 //
 // It applies a frame's records in bulk (one shard lock hold per run of at
 // most 128 of a shard's records, see applyBatch), in ascending order of
-// remaining life: the order changes nothing but the cost, except into a
-// full table, where a record evicts only entries that expire before it,
-// and that order keeps the longest-lived entries.
+// remaining life. WriteSnapshot writes each shard's records in that order
+// and ends a frame with its shard, so into a table of the same shape every
+// record is the newest its list has seen (linked in O(1)), and into one
+// with fewer shards the writer's shards arrive as ascending runs that
+// merge cheaply (see insertByExpiry). The order changes nothing but the
+// cost, except into a full table, where a record evicts only entries that
+// expire before it, so the order decides among ties and, with NoPurge,
+// which records find room.
 //
 // The snapshot must have the table's key type (ErrKeyType otherwise); a
 // different Len is accepted, longer keys being truncated. A snapshot that
