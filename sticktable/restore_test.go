@@ -94,10 +94,8 @@ func TestReadSnapshotMatchesApply(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.size < n {
-				// The snapshot's order, which the bulk path keeps: the
-				// writer's shards one after the other, each in
-				// ascending order of expiry (ties in scan order, which
-				// RangeChanges shares); the Clear mark (TTL 0) first.
+				// Stable, like the bulk path; the Clear mark (TTL 0)
+				// stays first.
 				now := clk.Now().UnixNano()
 				deadline := func(c Change) int64 {
 					if c.Op == OpClear {
@@ -106,15 +104,7 @@ func TestReadSnapshotMatchesApply(t *testing.T) {
 					life, _, _ := bulk.remoteWrite(&c)
 					return now + life
 				}
-				srcShard := func(c Change) uint64 {
-					if c.Op == OpClear {
-						return 0
-					}
-					return shardHash(&c.Key) >> src.strEng.shift
-				}
-				slices.SortStableFunc(changes, func(a, b Change) int {
-					return cmp.Or(cmp.Compare(srcShard(a), srcShard(b)), cmp.Compare(deadline(a), deadline(b)))
-				})
+				slices.SortStableFunc(changes, func(a, b Change) int { return cmp.Compare(deadline(a), deadline(b)) })
 			}
 			want := 0
 			for _, c := range changes {

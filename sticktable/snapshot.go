@@ -48,8 +48,11 @@ const (
 	recOrigin = 6
 
 	frameTarget = 64 << 10
-	frameMax    = 1 << 20
-	namesMax    = 1 << 20
+	// restoreBatch is how many records ReadSnapshot applies at once
+	// (about 3 MiB of them)
+	restoreBatch = 32768
+	frameMax     = 1 << 20
+	namesMax     = 1 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -210,9 +213,9 @@ func appendString(b []byte, s string) []byte {
 // Expire and Retention, expired entries skipped) and returns the number
 // of entries and tombstones it installed. OnChange is not called.
 //
-// It applies a frame's records in bulk (one shard lock hold per run of at
-// most 128 of a shard's records, see applyBatch), in ascending order of
-// remaining life. WriteSnapshot writes each shard's records in that order
+// It applies records in bulk, up to 32768 from whole frames at a time
+// (one shard lock hold per run of at most 128 of a shard's records, see
+// applyBatch), in ascending order of remaining life. WriteSnapshot writes each shard's records in that order
 // and ends a frame with its shard, so into a table of the same shape every
 // record is the newest its list has seen (linked in O(1)), and into one
 // with fewer shards the writer's shards arrive as ascending runs that
@@ -269,12 +272,21 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 		n       int
 		origin  uint32 // from a recOrigin, for the next entry
 	)
+	// Records of verified frames wait in pending until there are enough
+	// for a shard to take its share in one step (one rebuild to its final
+	// size instead of one per frame): a shard's records span several
+	// frames.
+	flush := func() {
+		n += t.eng.applyBatch(pending, t.now(), &scratch)
+		pending = pending[:0]
+	}
 	for {
 		if frame, err = readFrame(br, frame); err != nil {
+			flush()
 			return n, err
 		}
 		d = decoder{b: frame}
-		pending = pending[:0]
+		verified := len(pending)
 		nowMs := t.now() / int64(time.Millisecond)
 		ended := false
 		for d.err == nil && len(d.b) > 0 && !ended {
@@ -343,9 +355,13 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 			}
 		}
 		if err := d.done(); err != nil {
+			pending = pending[:verified] // nothing of a damaged frame
+			flush()
 			return n, err
 		}
-		n += t.eng.applyBatch(pending, t.now(), &scratch)
+		if ended || len(pending) >= restoreBatch {
+			flush()
+		}
 		if ended {
 			return n, nil
 		}
