@@ -1,6 +1,7 @@
 package sticktable
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -285,6 +286,55 @@ func TestShardsBoundRebuilds(t *testing.T) {
 		}
 		if c.size <= 32<<20 && c.size/autoShards(c.size) > 32768 {
 			t.Errorf("size %d: %d entries per shard", c.size, c.size/autoShards(c.size))
+		}
+	}
+}
+
+// TestEngineHashMatches: rebuilds and backward shifts hash a stored key
+// with the engine's own function, which must give exactly the hash its
+// lookups use (Table.hashKey of the key), or entries would become
+// unreachable after a rebuild.
+func TestEngineHashMatches(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, typ := range []KeyType{KeyIP, KeyIPv6, KeyInteger, KeyString, KeyBinary} {
+		cfg := Config{Type: typ}
+		if typ == KeyBinary {
+			cfg.Len = 16
+		}
+		tab, _ := newTestTable(t, cfg, Options{})
+		for range 1000 {
+			var k Key
+			switch typ {
+			case KeyIP:
+				k, _ = tab.ParseKey(fmt.Sprintf("%d.%d.%d.%d", r.IntN(256), r.IntN(256), r.IntN(256), r.IntN(256)))
+			case KeyIPv6:
+				k, _ = tab.ParseKey(fmt.Sprintf("2001:db8::%x:%x", r.IntN(1<<16), r.IntN(1<<16)))
+			case KeyInteger:
+				k, _ = tab.ParseKey(strconv.FormatInt(r.Int64()-r.Int64(), 10))
+			case KeyBinary:
+				raw := make([]byte, 16)
+				for i := range raw {
+					raw[i] = byte(r.IntN(256))
+				}
+				k, _ = tab.KeyFromBytes(raw)
+			default:
+				k, _ = tab.ParseKey(strconv.FormatUint(r.Uint64(), 16))
+			}
+			want := tab.hashKey(&k)
+			var got uint64
+			switch {
+			case tab.ipEng != nil:
+				got = tab.ipEng.shards[0].hash(tab.ipEng.fromKey(k))
+			case tab.v6Eng != nil:
+				got = tab.v6Eng.shards[0].hash(tab.v6Eng.fromKey(k))
+			case tab.intEng != nil:
+				got = tab.intEng.shards[0].hash(tab.intEng.fromKey(k))
+			default:
+				got = tab.strEng.shards[0].hash(tab.strEng.fromKey(k))
+			}
+			if got != want || k.IsZero() {
+				t.Fatalf("%s key %s: engine hash %x, lookup hash %x", typ, k, got, want)
+			}
 		}
 	}
 }

@@ -41,13 +41,15 @@ type engine[K comparable] struct {
 	own     func(K) K // copies caller memory out of a key about to be stored
 }
 
-func newEngine[K comparable](t *Table, shards, size int, fromKey func(Key) K, toKey func(K) Key, own func(K) K) *engine[K] {
+// newEngine builds an engine for keys stored as K: fromKey and toKey
+// convert, own copies caller memory out of a key about to be stored, and
+// hash must equal t.hashKey of the converted key (TestEngineHashMatches).
+func newEngine[K comparable](t *Table, shards, size int, fromKey func(Key) K, toKey func(K) Key, own func(K) K, hash func(K) uint64) *engine[K] {
 	g := &engine[K]{t: t, shards: make([]shard[K], shards), fromKey: fromKey, toKey: toKey, own: own}
 	g.shift = 64
 	for n := shards; n > 1; n >>= 1 {
 		g.shift--
 	}
-	hash := func(k K) uint64 { key := toKey(k); return t.hashKey(&key) }
 	for i, l := range splitSize(size, shards) {
 		g.shards[i].init(l, hash, &t.tally)
 	}

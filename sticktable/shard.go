@@ -284,23 +284,28 @@ func (s *shard[K]) drop(i uint32) {
 	s.vacate(i)
 }
 
-// vacate marks cell i no longer full. A probe that reaches the cell must
-// go on past it (deleted) unless the next cell is empty: a probe would
-// stop there anyway, so cell i, and any run of deleted cells before it,
-// can be empty again. That keeps deleted cells from piling up under
-// steady churn.
+// vacate marks cell i no longer full. Unless a bulk walk is running
+// (which needs slots to stay put), it first fills the hole with entries
+// displaced past it (backward shift, bounded: see shiftBack). The hole can
+// then be empty, if the probe ends close after it, or must be marked
+// deleted so probes go on past it; under steady churn in a full table,
+// deleted cells would otherwise pile up and force a rebuild every few
+// thousand evictions.
 func (s *shard[K]) vacate(i uint32) {
-	last := uint32(len(s.ctrl) - 1)
-	next := i + 1
-	if next > last {
-		next = firstSlot
+	ends := false
+	if s.scanners == 0 {
+		i, ends = s.shiftBack(i)
+	} else {
+		ends = s.ctrl[s.next(i)] == cellEmpty
 	}
-	if s.ctrl[next] != cellEmpty {
+	if !ends {
 		s.ctrl[i] = cellDeleted
 		s.deleted++
 		return
 	}
+	// no probe needs cell i any more, nor a run of deleted cells before it
 	s.ctrl[i] = cellEmpty
+	last := uint32(len(s.ctrl) - 1)
 	for {
 		if i == firstSlot {
 			i = last
@@ -312,6 +317,57 @@ func (s *shard[K]) vacate(i uint32) {
 		}
 		s.ctrl[i] = cellEmpty
 		s.deleted--
+	}
+}
+
+func (s *shard[K]) next(i uint32) uint32 {
+	if i++; i == uint32(len(s.ctrl)) {
+		return firstSlot
+	}
+	return i
+}
+
+// shiftScan bounds the cells shiftBack examines: each costs a hash of its
+// key (for string keys a read of the key's bytes).
+const shiftScan = 8
+
+// shiftBack moves into the hole at i the entries after it whose probe
+// passes it, each into the hole the one before left, looking at most
+// shiftScan cells ahead. It returns the last hole and whether the probe
+// run ended (an empty cell) within the cells examined: then no entry
+// beyond needs the hole, and it can be empty.
+func (s *shard[K]) shiftBack(hole uint32) (uint32, bool) {
+	n := uint32(len(s.cells) - firstSlot)
+	dist := func(from, to uint32) uint32 { return (to + n - from) % n } // cyclic, along the probe
+	q := hole
+	for range shiftScan {
+		q = s.next(q)
+		switch c := s.ctrl[q]; {
+		case c == cellEmpty:
+			return hole, true
+		case c < cellFull: // deleted: a hole too, which the entries beyond may pass
+			continue
+		}
+		if home := s.home(s.hash(s.cells[q].key)); dist(home, q) >= dist(hole, q) {
+			s.move(q, hole)
+			hole = q
+		}
+	}
+	return hole, false
+}
+
+// move puts the entry of slot from into the free slot to and relinks its
+// list neighbours; from is left free (its control byte is the caller's).
+func (s *shard[K]) move(from, to uint32) {
+	s.cells[to], s.ctrl[to] = s.cells[from], s.ctrl[from]
+	e := &s.cells[to]
+	s.cells[e.prev].next = to
+	s.cells[e.next].prev = to
+	s.cells[from], s.ctrl[from] = slot[K]{}, cellDeleted
+	for l, f := range s.finger {
+		if f == from {
+			s.finger[l] = to
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -157,23 +158,29 @@ func NewWithOptions(cfg Config, opts Options) (*Table, error) {
 		t.ipEng = newEngine(t, shards, cfg.Size,
 			func(k Key) uint32 { return binary.BigEndian.Uint32(k.fix[:4]) },
 			func(v uint32) Key { k := Key{typ: KeyIP}; binary.BigEndian.PutUint32(k.fix[:4], v); return k },
-			func(v uint32) uint32 { return v })
+			func(v uint32) uint32 { return v },
+			func(v uint32) uint64 { return t.hashFixed(uint64(bits.ReverseBytes32(v)), 0) })
 	case KeyIPv6:
 		t.v6Eng = newEngine(t, shards, cfg.Size,
 			func(k Key) [16]byte { return k.fix },
 			func(v [16]byte) Key { return Key{typ: KeyIPv6, fix: v} },
-			func(v [16]byte) [16]byte { return v })
+			func(v [16]byte) [16]byte { return v },
+			func(v [16]byte) uint64 {
+				return t.hashFixed(binary.LittleEndian.Uint64(v[:8]), binary.LittleEndian.Uint64(v[8:]))
+			})
 	case KeyInteger:
 		t.intEng = newEngine(t, shards, cfg.Size,
 			func(k Key) uint64 { return binary.BigEndian.Uint64(k.fix[:8]) },
 			func(v uint64) Key { k := Key{typ: KeyInteger}; binary.BigEndian.PutUint64(k.fix[:8], v); return k },
-			func(v uint64) uint64 { return v })
+			func(v uint64) uint64 { return v },
+			func(v uint64) uint64 { return t.hashFixed(bits.ReverseBytes64(v), 0) })
 	default:
 		typ := cfg.Type
 		t.strEng = newEngine(t, shards, cfg.Size,
 			func(k Key) string { return k.str },
 			func(v string) Key { return Key{typ: typ, str: v} },
-			own)
+			own,
+			func(v string) uint64 { return maphash.String(t.seed, v) })
 	}
 	switch {
 	case t.ipEng != nil:
@@ -272,8 +279,12 @@ func (t *Table) hashKey(k *Key) uint64 {
 	if k.str != "" {
 		return maphash.String(t.seed, k.str)
 	}
-	lo := binary.LittleEndian.Uint64(k.fix[:8])
-	hi := binary.LittleEndian.Uint64(k.fix[8:])
+	return t.hashFixed(binary.LittleEndian.Uint64(k.fix[:8]), binary.LittleEndian.Uint64(k.fix[8:]))
+}
+
+// hashFixed is hashKey of a fixed-size key, from its two words; engines
+// call it directly, without building a Key, when they rebuild or shift.
+func (t *Table) hashFixed(lo, hi uint64) uint64 {
 	return hashmix.Fmix64(lo ^ t.fseed ^ hashmix.Fmix64(hi+t.fseed))
 }
 
