@@ -35,8 +35,12 @@ func (s *Store) drainOp(ctx context.Context, server string, on bool) error {
 	})
 	if err == nil {
 		// NOLOOP keeps our own change from coming back: tell our own
-		// listeners too, so every instance learns it the same way.
-		s.enqueue(job{kind: jobDrain})
+		// listeners too, so every instance learns it the same way. Done
+		// before returning, after any reload already under way (reloads
+		// run one at a time): a reload that read the set before this
+		// write would otherwise hand it over after the caller's own
+		// change and undo it until the next change.
+		s.reloadDrain()
 	}
 	return err
 }
