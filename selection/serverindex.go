@@ -211,8 +211,17 @@ func containsString(list []string, s string) bool {
 // Like serverIndex it is not tied to one pool slice: a lookup verifies the
 // position it finds and rebuilds only when the pool really changed.
 type dialIndex struct {
-	pos  map[string]int
-	size int
+	byDial map[string]*dialTarget
+	size   int
+}
+
+// dialTarget is one upstream of a stick_table policy's pool.
+type dialTarget struct {
+	pos int
+	// hit and drainedHit are the shared decisions of a hit on this
+	// upstream that leaves the response nothing to do per request (see
+	// sharedHit), so such hits allocate nothing.
+	hit, drainedHit *tableDecision
 }
 
 func (p *StickTable) indexFor(pool reverseproxy.UpstreamPool) *dialIndex {
@@ -223,10 +232,13 @@ func (p *StickTable) indexFor(pool reverseproxy.UpstreamPool) *dialIndex {
 }
 
 func (p *StickTable) rebuildIndex(pool reverseproxy.UpstreamPool) *dialIndex {
-	idx := &dialIndex{pos: make(map[string]int, len(pool)), size: len(pool)}
+	idx := &dialIndex{byDial: make(map[string]*dialTarget, len(pool)), size: len(pool)}
 	for i, up := range pool {
-		if _, dup := idx.pos[up.Dial]; !dup {
-			idx.pos[up.Dial] = i
+		if _, dup := idx.byDial[up.Dial]; !dup {
+			idx.byDial[up.Dial] = &dialTarget{pos: i,
+				hit:        &tableDecision{policy: p, server: up.Dial, outcome: OutcomeHit, shared: true},
+				drainedHit: &tableDecision{policy: p, server: up.Dial, outcome: OutcomeDrained, shared: true},
+			}
 		}
 	}
 	p.index.Store(idx)
@@ -235,24 +247,31 @@ func (p *StickTable) rebuildIndex(pool reverseproxy.UpstreamPool) *dialIndex {
 
 // lookup returns the upstream of pool whose dial address is server, or nil.
 func (p *StickTable) lookup(idx *dialIndex, pool reverseproxy.UpstreamPool, server string) *reverseproxy.Upstream {
-	if i, ok := idx.pos[server]; ok && i < len(pool) && pool[i].Dial == server {
-		return pool[i]
+	up, _ := p.target(idx, pool, server)
+	return up
+}
+
+// target is lookup that also returns the upstream's entry in the index.
+func (p *StickTable) target(idx *dialIndex, pool reverseproxy.UpstreamPool, server string) (*reverseproxy.Upstream, *dialTarget) {
+	t, known := idx.byDial[server]
+	if known && t.pos < len(pool) && pool[t.pos].Dial == server {
+		return pool[t.pos], t
 	}
-	if _, known := idx.pos[server]; known {
+	if known {
 		// the pool changed under the same size: index it again
-		if i, ok := p.rebuildIndex(pool).pos[server]; ok {
-			return pool[i]
+		if t, ok := p.rebuildIndex(pool).byDial[server]; ok {
+			return pool[t.pos], t
 		}
-		return nil
+		return nil, nil
 	}
 	// A server the index never saw: gone from the pool (the user is
 	// redispatched and re-stuck, so this costs once per such user), or
 	// new in a pool that changed under the same size.
-	for i, up := range pool {
+	for _, up := range pool {
 		if up.Dial == server {
-			p.rebuildIndex(pool)
-			return pool[i]
+			t := p.rebuildIndex(pool).byDial[server]
+			return pool[t.pos], t
 		}
 	}
-	return nil
+	return nil, nil
 }
