@@ -1,9 +1,9 @@
 package selection
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -22,6 +22,9 @@ type serverRecord struct {
 	dial  string
 	value string
 	pos   int
+	// plain: the value parses as itself, a server part without dates, so
+	// a cookie equal to it needs no parsing (see checkValue)
+	plain bool
 	// setCookie holds the ready Set-Cookie header, without and with Secure,
 	// for cookies that carry no dates.
 	setCookie [2]string
@@ -31,13 +34,16 @@ type serverRecord struct {
 }
 
 // serverIndex maps cookie values and dial addresses to upstreams. Values
-// are found through a seeded hash and then compared in constant time, so
-// neither the map nor the comparison leaks how close a forged value came to
-// a dynamic (secret-derived) one.
+// derived from dynamic_key are found through a seeded hash and then
+// compared in constant time, so neither the map nor the comparison leaks
+// how close a forged value came to one. The other values (server lines,
+// hashes of dial addresses) are no secret: anyone who knows the addresses
+// can compute them, so they are looked up directly.
 type serverIndex struct {
-	byValue map[uint64]*serverRecord
-	byDial  map[string]*serverRecord
-	size    int
+	byValue  valueTable
+	bySecret map[uint64]*serverRecord
+	byDial   map[string]*serverRecord
+	size     int
 	// dials is the pool the index was built from, in order
 	dials []string
 }
@@ -57,10 +63,11 @@ func (s *StickyCookie) indexFor(pool reverseproxy.UpstreamPool) *serverIndex {
 
 func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
 	idx := &serverIndex{
-		byValue: make(map[uint64]*serverRecord, len(pool)),
-		byDial:  make(map[string]*serverRecord, len(pool)),
-		size:    len(pool),
-		dials:   make([]string, len(pool)),
+		byValue:  newValueTable(len(pool)),
+		bySecret: make(map[uint64]*serverRecord),
+		byDial:   make(map[string]*serverRecord, len(pool)),
+		size:     len(pool),
+		dials:    make([]string, len(pool)),
 	}
 	for i, up := range pool {
 		idx.dials[i] = up.Dial
@@ -69,7 +76,11 @@ func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
 		}
 		rec := s.newRecord(up.Dial, i)
 		idx.byDial[up.Dial] = rec
-		idx.byValue[maphash.String(valueSeed, rec.value)] = rec
+		if s.secretValue(up.Dial) {
+			idx.bySecret[maphash.String(valueSeed, rec.value)] = rec
+		} else {
+			idx.byValue.add(rec)
+		}
 	}
 	s.index.Store(idx)
 	return idx
@@ -77,6 +88,9 @@ func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
 
 func (s *StickyCookie) newRecord(dial string, pos int) *serverRecord {
 	rec := &serverRecord{dial: dial, value: s.valueFor(dial), pos: pos}
+	if p, ok := haproxycookie.Parse(rec.value); ok && p.Server == rec.value {
+		rec.plain = true
+	}
 	rec.setCookie[0] = s.buildSetCookie(rec.value, false)
 	rec.setCookie[1] = s.buildSetCookie(rec.value, true)
 	rec.hit = &cookieDecision{policy: s, server: rec, outcome: OutcomeHit}
@@ -117,14 +131,83 @@ func (idx *serverIndex) matches(pool reverseproxy.UpstreamPool) bool {
 // find returns the record of value if it is at its recorded position in
 // pool; moved reports a known value found elsewhere or nowhere.
 func (idx *serverIndex) find(value string, pool reverseproxy.UpstreamPool) (rec *serverRecord, moved bool) {
-	rec = idx.byValue[maphash.String(valueSeed, value)]
-	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.value), []byte(value)) != 1 {
+	rec = idx.byValue.find(value)
+	if rec == nil && len(idx.bySecret) > 0 {
+		rec = idx.bySecret[maphash.String(valueSeed, value)]
+		if rec != nil && !haproxycookie.Equal(rec.value, value) {
+			rec = nil
+		}
+	}
+	if rec == nil {
 		return nil, false
 	}
 	if rec.pos >= len(pool) || pool[rec.pos].Dial != rec.dial {
 		return nil, true
 	}
 	return rec, false
+}
+
+// valueTable holds the records of values that are no secret, by value:
+// open addressing over a power-of-two array at most half full, hashed from
+// the value's length and its first and last eight bytes, so the usual
+// lookup is one multiplication, one probe and one string comparison (a Go
+// map hashes the whole value and costs several times that on a hit).
+// Values that share those bytes only probe further.
+type valueTable struct {
+	slots []*serverRecord
+	mask  uint64
+}
+
+func newValueTable(n int) valueTable {
+	size := 4
+	for size < 2*n {
+		size *= 2
+	}
+	return valueTable{slots: make([]*serverRecord, size), mask: uint64(size - 1)}
+}
+
+// add inserts rec; values are distinct (rebuild adds one record per dial
+// address, and setup refuses two servers with the same value), and the
+// first record of a value is kept.
+func (t *valueTable) add(rec *serverRecord) {
+	for i := valueHash(rec.value) & t.mask; ; i = (i + 1) & t.mask {
+		switch cur := t.slots[i]; {
+		case cur == nil:
+			t.slots[i] = rec
+			return
+		case cur.value == rec.value:
+			return
+		}
+	}
+}
+
+func (t *valueTable) find(value string) *serverRecord {
+	for i := valueHash(value) & t.mask; ; i = (i + 1) & t.mask {
+		rec := t.slots[i]
+		if rec == nil || rec.value == value {
+			return rec
+		}
+	}
+}
+
+func valueHash(v string) uint64 {
+	var a, b uint64
+	if len(v) >= 8 {
+		a, b = word(v[:8]), word(v[len(v)-8:])
+	} else {
+		for i := 0; i < len(v); i++ {
+			a = a<<8 | uint64(v[i])
+		}
+	}
+	h := (a ^ bits.RotateLeft64(b, 29) ^ uint64(len(v))) * 0x9e3779b97f4a7c15
+	return h ^ h>>32
+}
+
+// word reads the eight bytes of s as a little-endian integer (one load).
+func word(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // recordFor returns the record of an upstream the fallback chose.
@@ -138,6 +221,13 @@ func (s *StickyCookie) recordFor(pool reverseproxy.UpstreamPool, up *reverseprox
 		return rec
 	}
 	return s.newRecord(up.Dial, 0)
+}
+
+// secretValue reports whether the cookie value of an upstream derives from
+// dynamic_key (it has no server line).
+func (s *StickyCookie) secretValue(dial string) bool {
+	_, fixed := s.servers[dial]
+	return s.dynamicKey != nil && !fixed
 }
 
 // valueFor is the cookie value of an upstream: its configured value, else
