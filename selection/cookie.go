@@ -382,7 +382,7 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 
 	raw, presence := "", haproxycookie.Absent
 	if named {
-		raw, presence = s.readCookie(r, vars)
+		raw, presence = s.readCookie(r, vars, idx, pool)
 	}
 	switch presence {
 	case haproxycookie.Unusable:
@@ -467,7 +467,7 @@ type presentedCookie struct {
 // kept in the request's vars whenever the request was edited, and later
 // calls read it from there. Requests that need no edit store nothing, so a
 // plain hit allocates nothing.
-func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, haproxycookie.Presence) {
+func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any, idx *serverIndex, pool reverseproxy.UpstreamPool) (string, haproxycookie.Presence) {
 	if s.editsRequest {
 		if p, ok := vars[s.seenKey].(*presentedCookie); ok {
 			return p.value, p.presence
@@ -488,9 +488,21 @@ func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string,
 		edited = removeRequestCookie(r, s.Name) || edited
 	}
 	if edited && vars != nil {
-		vars[s.seenKey] = &presentedCookie{value: raw, presence: presence}
+		vars[s.seenKey] = presented(idx, pool, raw, presence)
 	}
 	return raw, presence
+}
+
+// presented is what readCookie keeps of the cookie it read: the shared
+// record of the server whose value it is exactly (the usual hit, which so
+// allocates nothing), else one of its own.
+func presented(idx *serverIndex, pool reverseproxy.UpstreamPool, raw string, presence haproxycookie.Presence) *presentedCookie {
+	if presence == haproxycookie.Present {
+		if rec, _ := idx.find(raw, pool); rec != nil {
+			return rec.presented
+		}
+	}
+	return &presentedCookie{value: raw, presence: presence}
 }
 
 // reselect handles a retry: the upstream of the previous attempt failed, so

@@ -31,6 +31,9 @@ type serverRecord struct {
 	// hit is the shared decision for a valid cookie that needs no rewrite,
 	// drainedHit the same while the server is drained.
 	hit, drainedHit *cookieDecision
+	// presented is the cookie as read when it is exactly value (see
+	// readCookie)
+	presented *presentedCookie
 }
 
 // serverIndex maps cookie values and dial addresses to upstreams. Values
@@ -95,6 +98,7 @@ func (s *StickyCookie) newRecord(dial string, pos int) *serverRecord {
 	rec.setCookie[1] = s.buildSetCookie(rec.value, true)
 	rec.hit = &cookieDecision{policy: s, server: rec, outcome: OutcomeHit}
 	rec.drainedHit = &cookieDecision{policy: s, server: rec, outcome: OutcomeDrained}
+	rec.presented = &presentedCookie{value: rec.value, presence: haproxycookie.Present}
 	return rec
 }
 

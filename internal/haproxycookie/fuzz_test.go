@@ -118,6 +118,9 @@ func FuzzFindCookie(f *testing.F) {
 			}
 		}
 
+		if v, ok := keptRun(header, name); ok && v != joinKept(header, name) {
+			t.Fatalf("keptRun(%q, %q) = %q, joined %q", header, name, v, joinKept(header, name))
+		}
 		nv, changed := RemoveCookie(header, name)
 		if !changed && nv != header {
 			t.Fatalf("RemoveCookie(%q) changed the value without saying so: %q", header, nv)

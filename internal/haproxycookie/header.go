@@ -248,6 +248,15 @@ func RemoveCookie(headerValue, name string) (newValue string, changed bool) {
 	if !isToken(name) || !hasCookieNamed(headerValue, name) {
 		return headerValue, false
 	}
+	if v, ok := keptRun(headerValue, name); ok {
+		return v, true
+	}
+	return joinKept(headerValue, name), true
+}
+
+// joinKept joins the pairs of headerValue not called name with "; ",
+// dropping empty pairs.
+func joinKept(headerValue, name string) string {
 	var b strings.Builder
 	b.Grow(len(headerValue))
 	for rest := headerValue; len(rest) > 0; {
@@ -264,7 +273,44 @@ func RemoveCookie(headerValue, name string) (newValue string, changed bool) {
 		}
 		b.WriteString(part)
 	}
-	return b.String(), true
+	return b.String()
+}
+
+// keptRun is RemoveCookie's result when it is a substring of headerValue,
+// which allocates nothing: the pairs kept form one run of headerValue,
+// separated by exactly "; " (the usual header, with our cookie first, last
+// or alone). ok is false otherwise (a removed or empty pair between kept
+// ones, other separators), and RemoveCookie builds the result.
+func keptRun(headerValue, name string) (value string, ok bool) {
+	start, end, have := 0, 0, false
+	for pos := 0; pos < len(headerValue); {
+		stop, next := len(headerValue), len(headerValue)
+		if i := strings.IndexByte(headerValue[pos:], ';'); i >= 0 {
+			stop = pos + i
+			next = stop + 1
+		}
+		ps, pe := pos, stop
+		for ps < pe && isOWS(headerValue[ps]) {
+			ps++
+		}
+		for pe > ps && isOWS(headerValue[pe-1]) {
+			pe--
+		}
+		pos = next
+		if ps == pe {
+			continue
+		}
+		if n, _ := pairName(headerValue[ps:pe]); n == name {
+			continue
+		}
+		if !have {
+			start, have = ps, true
+		} else if headerValue[end:ps] != "; " {
+			return "", false
+		}
+		end = pe
+	}
+	return headerValue[start:end], true
 }
 
 // RewritePrefixedCookie removes the "<server>~" prefix from every pair called
