@@ -124,6 +124,19 @@ type compiledRule struct {
 	// placeholder is the key's one placeholder when the key is nothing
 	// else, so it is read without building a string.
 	placeholder string
+	// varName is the variable when placeholder is {http.vars.<name>}
+	// (the default key, {client_ip} in a Caddyfile): it is read from the
+	// request's vars, where Caddy's replacer would find it after asking
+	// every provider before its own.
+	varName string
+}
+
+func compileRule(r TableRule) compiledRule {
+	c := compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)}
+	if name, ok := strings.CutPrefix(c.placeholder, "http.vars."); ok && name != "" {
+		c.varName = name
+	}
+	return c
 }
 
 // CaddyModule returns the Caddy module information.
@@ -163,7 +176,7 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 		if !r.Match && !r.Store {
 			return fmt.Errorf("rule %d (%s) neither matches nor stores", i, r.Key)
 		}
-		p.rules = append(p.rules, compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)})
+		p.rules = append(p.rules, compileRule(r))
 	}
 	for _, rk := range p.StoreResponse {
 		switch rk.From {
@@ -298,7 +311,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 	hitStored, hitServer := -1, ""
 	for i := range p.rules {
 		rule := &p.rules[i]
-		text := rule.keyText(repl)
+		text := rule.keyText(repl, vars)
 		if text == "" {
 			continue
 		}
@@ -436,9 +449,10 @@ func (d *tableDecision) onHeap(store []sticktable.Key) *tableDecision {
 // reads them again instead of every hit keeping them.
 func (p *StickTable) requestKeys(r *http.Request) (store []sticktable.Key, matched uint64, hashKey string) {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	for i := range p.rules {
 		rule := &p.rules[i]
-		text := rule.keyText(repl)
+		text := rule.keyText(repl, vars)
 		if text == "" {
 			continue
 		}
@@ -704,14 +718,24 @@ func (p *StickTable) dialOf(server string) string {
 	return server
 }
 
-// keyText evaluates a rule's key for this request.
-func (r *compiledRule) keyText(repl *caddy.Replacer) string {
+// keyText evaluates a rule's key for this request, whose vars are vars.
+func (r *compiledRule) keyText(repl *caddy.Replacer, vars map[string]any) string {
 	if repl == nil {
 		return ""
 	}
 	if r.placeholder != "" {
-		v, ok := repl.Get(r.placeholder)
-		if !ok || v == nil {
+		var v any
+		if r.varName != "" {
+			// what Caddy's {http.vars.*} provider answers: Caddy keeps
+			// variables in vars, not as static replacer values
+			v = vars[r.varName]
+		} else {
+			var ok bool
+			if v, ok = repl.Get(r.placeholder); !ok {
+				return ""
+			}
+		}
+		if v == nil {
 			return ""
 		}
 		switch s := v.(type) {

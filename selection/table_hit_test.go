@@ -3,6 +3,7 @@ package selection
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/http/httptest"
 	"testing"
 
@@ -89,7 +90,7 @@ func tableWithRules(tb testing.TB, p *StickTable) *StickTable {
 	p = tablePolicy(tb, p)
 	p.Rules, p.rules = rules, nil
 	for _, r := range rules {
-		p.rules = append(p.rules, compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)})
+		p.rules = append(p.rules, compileRule(r))
 	}
 	return p
 }
@@ -171,5 +172,27 @@ func TestTableHitWithAStoreOnlyKey(t *testing.T) {
 	p.onResponse(varsOf(r), r, &http.Response{Header: http.Header{}})
 	if e, _ := p.table.Get("s-1"); e.Server != pool[1].Dial {
 		t.Errorf("s-1 stored with %q, want %s", e.Server, pool[1].Dial)
+	}
+}
+
+// A key that is one {http.vars.*} placeholder (the default key) is read
+// from the request's vars: the same text as through Caddy's replacer, for
+// strings, other types and absent variables.
+func TestVarsKeyReadsAsTheReplacer(t *testing.T) {
+	direct := compileRule(TableRule{Key: "{http.vars.user}", Match: true})
+	if direct.varName != "user" {
+		t.Fatalf("varName %q", direct.varName)
+	}
+	viaReplacer := direct
+	viaReplacer.varName = ""
+	for _, v := range []any{"10.1.2.3", 42, netip.MustParseAddr("::1"), nil, ""} {
+		r := caddyRequest("")
+		if v != nil {
+			varsOf(r)["user"] = v
+		}
+		got, want := direct.keyText(repl(r), varsOf(r)), viaReplacer.keyText(repl(r), varsOf(r))
+		if got != want || (v != nil && v != "" && got == "") {
+			t.Errorf("var %#v: %q from vars, %q through the replacer", v, got, want)
+		}
 	}
 }
