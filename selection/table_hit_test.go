@@ -3,8 +3,8 @@ package selection
 import (
 	"fmt"
 	"net/http"
-	"net/netip"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
