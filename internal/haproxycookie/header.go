@@ -219,22 +219,6 @@ func nextPair(line, name string) (raw, rest string, named bool) {
 	return "", rest, false // a longer name
 }
 
-// hasCookieNamed reports whether headerValue contains a pair called name,
-// whatever its value.
-func hasCookieNamed(headerValue, name string) bool {
-	for rest := headerValue; len(rest) > 0; {
-		var part string
-		part, rest, _ = strings.Cut(rest, ";")
-		if part = trimOWS(part); part == "" {
-			continue
-		}
-		if n, _ := pairName(part); n == name {
-			return true
-		}
-	}
-	return false
-}
-
 // RemoveCookie removes every pair called name from a Cookie header value,
 // whatever its value (well-formed or not), so that the application never sees
 // the persistence cookie ("indirect" mode).
@@ -245,10 +229,14 @@ func hasCookieNamed(headerValue, name string) bool {
 // HAProxy writes where it removes a cookie); empty pairs are dropped. An
 // empty result means the header should be removed, as HAProxy does.
 func RemoveCookie(headerValue, name string) (newValue string, changed bool) {
-	if !isToken(name) || !hasCookieNamed(headerValue, name) {
+	if !isToken(name) {
 		return headerValue, false
 	}
-	if v, ok := keptRun(headerValue, name); ok {
+	v, run, removed := keptRun(headerValue, name)
+	switch {
+	case !removed:
+		return headerValue, false
+	case run:
 		return v, true
 	}
 	return joinKept(headerValue, name), true
@@ -276,13 +264,16 @@ func joinKept(headerValue, name string) string {
 	return b.String()
 }
 
-// keptRun is RemoveCookie's result when it is a substring of headerValue,
-// which allocates nothing: the pairs kept form one run of headerValue,
-// separated by exactly "; " (the usual header, with our cookie first, last
-// or alone). ok is false otherwise (a removed or empty pair between kept
-// ones, other separators), and RemoveCookie builds the result.
-func keptRun(headerValue, name string) (value string, ok bool) {
+// keptRun reports whether headerValue has a pair called name (removed)
+// and, in the same pass, gives RemoveCookie's result when it is a
+// substring of headerValue, which allocates nothing: the pairs kept form
+// one run of headerValue, separated by exactly "; " (the usual header, with
+// our cookie first, last or alone). run is false otherwise (a removed or
+// empty pair between kept ones, other separators), and RemoveCookie builds
+// the result.
+func keptRun(headerValue, name string) (value string, run, removed bool) {
 	start, end, have := 0, 0, false
+	run = true
 	for pos := 0; pos < len(headerValue); {
 		stop, next := len(headerValue), len(headerValue)
 		if i := strings.IndexByte(headerValue[pos:], ';'); i >= 0 {
@@ -301,16 +292,20 @@ func keptRun(headerValue, name string) (value string, ok bool) {
 			continue
 		}
 		if n, _ := pairName(headerValue[ps:pe]); n == name {
+			removed = true
 			continue
 		}
 		if !have {
 			start, have = ps, true
 		} else if headerValue[end:ps] != "; " {
-			return "", false
+			run = false
 		}
 		end = pe
 	}
-	return headerValue[start:end], true
+	if !run {
+		return "", false, removed
+	}
+	return headerValue[start:end], true, removed
 }
 
 // RewritePrefixedCookie removes the "<server>~" prefix from every pair called

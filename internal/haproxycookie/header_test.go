@@ -236,7 +236,7 @@ func TestRemoveCookieKeptRun(t *testing.T) {
 		if got != c.want || !changed {
 			t.Errorf("RemoveCookie(%q) = %q, %v; want %q", c.in, got, changed, c.want)
 		}
-		if _, run := keptRun(c.in, "SRV"); run != c.run {
+		if _, run, _ := keptRun(c.in, "SRV"); run != c.run {
 			t.Errorf("keptRun(%q): run %v, want %v", c.in, run, c.run)
 		}
 		if c.run {
@@ -245,4 +245,20 @@ func TestRemoveCookieKeptRun(t *testing.T) {
 			}
 		}
 	}
+}
+
+// hasCookieNamed reports whether headerValue contains a pair called name,
+// whatever its value: the oracle for keptRun's removed.
+func hasCookieNamed(headerValue, name string) bool {
+	for rest := headerValue; len(rest) > 0; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ";")
+		if part = trimOWS(part); part == "" {
+			continue
+		}
+		if n, _ := pairName(part); n == name {
+			return true
+		}
+	}
+	return false
 }
