@@ -148,6 +148,9 @@ type StickyCookie struct {
 	// editsRequest: indirect or prefix, the modes whose Select edits the
 	// request and so keeps the presented value in vars
 	editsRequest bool
+	// plainCookies: a cookie, not a header, that Select only reads, and
+	// values without dates, so a hit can take plainHit
+	plainCookies bool
 	sameSite     string
 	index        atomic.Pointer[serverIndex]
 	seen         seenPool // the pool Select last saw, for the status page
@@ -230,6 +233,7 @@ func (s *StickyCookie) setup(ctx caddy.Context) error {
 	s.seenKey = s.varKey + ".presented"
 	s.refused = &cookieDecision{policy: s, outcome: OutcomeStrictRefused}
 	s.editsRequest = s.Indirect || s.Mode == ModePrefix
+	s.plainCookies = !s.editsRequest && s.Header == "" && s.MaxIdle == 0 && s.MaxLife == 0
 
 	if s.FallbackRaw == nil {
 		s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
@@ -361,10 +365,25 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 	if s.MaxIdle > 0 || s.MaxLife > 0 {
 		now = s.now()
 	}
+	named := true
+	if s.plainCookies {
+		var rec *serverRecord
+		var outcome Outcome
+		if rec, outcome, named = s.plainHit(idx, pool, r); rec != nil {
+			d := rec.hit
+			if outcome == OutcomeDrained {
+				d = rec.drainedHit
+			}
+			return s.finishFirstHit(vars, r, w, d, pool[rec.pos], refusedBefore)
+		}
+	}
 	outcome := OutcomeMiss
 	var firstSeen time.Time
 
-	raw, presence := s.readCookie(r, vars)
+	raw, presence := "", haproxycookie.Absent
+	if named {
+		raw, presence = s.readCookie(r, vars, idx, pool)
+	}
 	switch presence {
 	case haproxycookie.Unusable:
 		// malformed or oversized: there, but names nobody
@@ -414,6 +433,25 @@ func (s *StickyCookie) Select(pool reverseproxy.UpstreamPool, r *http.Request, w
 	return s.finish(vars, r, w, s.newDecision(rec, outcome, r, now, firstSeen), up)
 }
 
+// plainHit is the hit of the usual cookie: exactly the value of an
+// available server, without dates. A value the index knows is well formed
+// and needs no parsing, so its bytes are not checked (FirstCookie). It
+// returns a nil record for anything else, which Select then reads in full
+// (ScanCookie, Parse: a malformed first cookie, a value of no server here,
+// a server that is down), and named false when the request has no cookie
+// of our name at all, so that Select does not look for it again.
+func (s *StickyCookie) plainHit(idx *serverIndex, pool reverseproxy.UpstreamPool, r *http.Request) (rec *serverRecord, outcome Outcome, named bool) {
+	raw, named := haproxycookie.FirstCookie(r.Header["Cookie"], s.Name)
+	if !named {
+		return nil, OutcomeMiss, false
+	}
+	if rec, _ = idx.find(raw, pool); rec == nil || !rec.plain {
+		return nil, OutcomeMiss, true
+	}
+	rec, outcome, _, _ = s.availability(rec, pool, time.Time{}, true)
+	return rec, outcome, true
+}
+
 // presentedCookie is our cookie as the client sent it, kept for the
 // request's later Select calls once the first one edited the request.
 type presentedCookie struct {
@@ -429,7 +467,7 @@ type presentedCookie struct {
 // kept in the request's vars whenever the request was edited, and later
 // calls read it from there. Requests that need no edit store nothing, so a
 // plain hit allocates nothing.
-func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string, haproxycookie.Presence) {
+func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any, idx *serverIndex, pool reverseproxy.UpstreamPool) (string, haproxycookie.Presence) {
 	if s.editsRequest {
 		if p, ok := vars[s.seenKey].(*presentedCookie); ok {
 			return p.value, p.presence
@@ -450,9 +488,21 @@ func (s *StickyCookie) readCookie(r *http.Request, vars map[string]any) (string,
 		edited = removeRequestCookie(r, s.Name) || edited
 	}
 	if edited && vars != nil {
-		vars[s.seenKey] = &presentedCookie{value: raw, presence: presence}
+		vars[s.seenKey] = presented(idx, pool, raw, presence)
 	}
 	return raw, presence
+}
+
+// presented is what readCookie keeps of the cookie it read: the shared
+// record of the server whose value it is exactly (the usual hit, which so
+// allocates nothing), else one of its own.
+func presented(idx *serverIndex, pool reverseproxy.UpstreamPool, raw string, presence haproxycookie.Presence) *presentedCookie {
+	if presence == haproxycookie.Present {
+		if rec, _ := idx.find(raw, pool); rec != nil {
+			return rec.presented
+		}
+	}
+	return &presentedCookie{value: raw, presence: presence}
 }
 
 // reselect handles a retry: the upstream of the previous attempt failed, so
@@ -520,6 +570,15 @@ func (s *StickyCookie) finish(vars map[string]any, r *http.Request, w http.Respo
 // user must move: HAProxy carries it over so maxlife still counts from the
 // first visit.
 func (s *StickyCookie) checkValue(idx *serverIndex, pool reverseproxy.UpstreamPool, value string, now time.Time) (rec *serverRecord, outcome Outcome, firstSeen time.Time, fresh bool) {
+	if s.MaxIdle == 0 && s.MaxLife == 0 {
+		// The usual cookie is a server's value and nothing else: one the
+		// index knows, and that parses as itself, is what Parse would
+		// find, so it is not parsed. Anything else (dates, another value,
+		// a pool that moved) takes the full path below.
+		if rec, _ := idx.find(value, pool); rec != nil && rec.plain {
+			return s.availability(rec, pool, time.Time{}, true)
+		}
+	}
 	parsed, ok := haproxycookie.Parse(value)
 	if !ok {
 		s.debug("malformed persistence cookie", value)
@@ -546,6 +605,11 @@ func (s *StickyCookie) checkValue(idx *serverIndex, pool reverseproxy.UpstreamPo
 		s.debug("persistence cookie names no server of the pool", value)
 		return nil, OutcomeInvalid, firstSeen, false
 	}
+	return s.availability(rec, pool, firstSeen, fresh)
+}
+
+// availability finishes checkValue for the server a valid cookie names.
+func (s *StickyCookie) availability(rec *serverRecord, pool reverseproxy.UpstreamPool, firstSeen time.Time, fresh bool) (*serverRecord, Outcome, time.Time, bool) {
 	if !pool[rec.pos].Available() {
 		return nil, OutcomeDown, firstSeen, false
 	}

@@ -21,37 +21,34 @@ func rewriteRequestCookie(r *http.Request, name string) bool {
 	return editRequestCookies(r, func(v string) (string, bool) { return haproxycookie.RewritePrefixedCookie(v, name) })
 }
 
+// editRequestCookies applies edit to each Cookie header value of the
+// request and drops the values it leaves empty, and the header when none
+// remains. The values are rewritten in their own slice, which allocates
+// nothing: the request's header is its own (Caddy's reverse_proxy selects
+// with a clone of the client's request, whose header Clone copied).
 func editRequestCookies(r *http.Request, edit func(string) (string, bool)) bool {
 	values := r.Header["Cookie"]
-	if len(values) == 0 {
-		return false
-	}
-	var out []string
-	changed := false
-	for i, v := range values {
-		nv, ch := edit(v)
-		if !ch {
-			if changed {
-				out = append(out, v)
-			}
-			continue
-		}
-		if !changed {
+	kept, changed := 0, false
+	for _, v := range values {
+		if nv, ch := edit(v); ch {
 			changed = true
-			out = append(make([]string, 0, len(values)), values[:i]...)
+			if strings.TrimSpace(nv) == "" {
+				continue
+			}
+			v = nv
 		}
-		if strings.TrimSpace(nv) != "" {
-			out = append(out, nv)
-		}
+		values[kept] = v
+		kept++
 	}
 	if !changed {
 		return false
 	}
-	if len(out) == 0 {
+	if kept == 0 {
 		delete(r.Header, "Cookie")
 		return true
 	}
-	r.Header["Cookie"] = out
+	clear(values[kept:])
+	r.Header["Cookie"] = values[:kept]
 	return true
 }
 

@@ -1,9 +1,9 @@
 package selection
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -22,22 +22,31 @@ type serverRecord struct {
 	dial  string
 	value string
 	pos   int
+	// plain: the value parses as itself, a server part without dates, so
+	// a cookie equal to it needs no parsing (see checkValue)
+	plain bool
 	// setCookie holds the ready Set-Cookie header, without and with Secure,
 	// for cookies that carry no dates.
 	setCookie [2]string
 	// hit is the shared decision for a valid cookie that needs no rewrite,
 	// drainedHit the same while the server is drained.
 	hit, drainedHit *cookieDecision
+	// presented is the cookie as read when it is exactly value (see
+	// readCookie)
+	presented *presentedCookie
 }
 
 // serverIndex maps cookie values and dial addresses to upstreams. Values
-// are found through a seeded hash and then compared in constant time, so
-// neither the map nor the comparison leaks how close a forged value came to
-// a dynamic (secret-derived) one.
+// derived from dynamic_key are found through a seeded hash and then
+// compared in constant time, so neither the map nor the comparison leaks
+// how close a forged value came to one. The other values (server lines,
+// hashes of dial addresses) are no secret: anyone who knows the addresses
+// can compute them, so they are looked up directly.
 type serverIndex struct {
-	byValue map[uint64]*serverRecord
-	byDial  map[string]*serverRecord
-	size    int
+	byValue  valueTable
+	bySecret map[uint64]*serverRecord
+	byDial   map[string]*serverRecord
+	size     int
 	// dials is the pool the index was built from, in order
 	dials []string
 }
@@ -57,10 +66,11 @@ func (s *StickyCookie) indexFor(pool reverseproxy.UpstreamPool) *serverIndex {
 
 func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
 	idx := &serverIndex{
-		byValue: make(map[uint64]*serverRecord, len(pool)),
-		byDial:  make(map[string]*serverRecord, len(pool)),
-		size:    len(pool),
-		dials:   make([]string, len(pool)),
+		byValue:  newValueTable(len(pool)),
+		bySecret: make(map[uint64]*serverRecord),
+		byDial:   make(map[string]*serverRecord, len(pool)),
+		size:     len(pool),
+		dials:    make([]string, len(pool)),
 	}
 	for i, up := range pool {
 		idx.dials[i] = up.Dial
@@ -69,7 +79,11 @@ func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
 		}
 		rec := s.newRecord(up.Dial, i)
 		idx.byDial[up.Dial] = rec
-		idx.byValue[maphash.String(valueSeed, rec.value)] = rec
+		if s.secretValue(up.Dial) {
+			idx.bySecret[maphash.String(valueSeed, rec.value)] = rec
+		} else {
+			idx.byValue.add(rec)
+		}
 	}
 	s.index.Store(idx)
 	return idx
@@ -77,10 +91,14 @@ func (s *StickyCookie) rebuild(pool reverseproxy.UpstreamPool) *serverIndex {
 
 func (s *StickyCookie) newRecord(dial string, pos int) *serverRecord {
 	rec := &serverRecord{dial: dial, value: s.valueFor(dial), pos: pos}
+	if p, ok := haproxycookie.Parse(rec.value); ok && p.Server == rec.value {
+		rec.plain = true
+	}
 	rec.setCookie[0] = s.buildSetCookie(rec.value, false)
 	rec.setCookie[1] = s.buildSetCookie(rec.value, true)
 	rec.hit = &cookieDecision{policy: s, server: rec, outcome: OutcomeHit}
 	rec.drainedHit = &cookieDecision{policy: s, server: rec, outcome: OutcomeDrained}
+	rec.presented = &presentedCookie{value: rec.value, presence: haproxycookie.Present}
 	return rec
 }
 
@@ -117,14 +135,83 @@ func (idx *serverIndex) matches(pool reverseproxy.UpstreamPool) bool {
 // find returns the record of value if it is at its recorded position in
 // pool; moved reports a known value found elsewhere or nowhere.
 func (idx *serverIndex) find(value string, pool reverseproxy.UpstreamPool) (rec *serverRecord, moved bool) {
-	rec = idx.byValue[maphash.String(valueSeed, value)]
-	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.value), []byte(value)) != 1 {
+	rec = idx.byValue.find(value)
+	if rec == nil && len(idx.bySecret) > 0 {
+		rec = idx.bySecret[maphash.String(valueSeed, value)]
+		if rec != nil && !haproxycookie.Equal(rec.value, value) {
+			rec = nil
+		}
+	}
+	if rec == nil {
 		return nil, false
 	}
 	if rec.pos >= len(pool) || pool[rec.pos].Dial != rec.dial {
 		return nil, true
 	}
 	return rec, false
+}
+
+// valueTable holds the records of values that are no secret, by value:
+// open addressing over a power-of-two array at most half full, hashed from
+// the value's length and its first and last eight bytes, so the usual
+// lookup is one multiplication, one probe and one string comparison (a Go
+// map hashes the whole value and costs several times that on a hit).
+// Values that share those bytes only probe further.
+type valueTable struct {
+	slots []*serverRecord
+	mask  uint64
+}
+
+func newValueTable(n int) valueTable {
+	size := 4
+	for size < 2*n {
+		size *= 2
+	}
+	return valueTable{slots: make([]*serverRecord, size), mask: uint64(size - 1)}
+}
+
+// add inserts rec; values are distinct (rebuild adds one record per dial
+// address, and setup refuses two servers with the same value), and the
+// first record of a value is kept.
+func (t *valueTable) add(rec *serverRecord) {
+	for i := valueHash(rec.value) & t.mask; ; i = (i + 1) & t.mask {
+		switch cur := t.slots[i]; {
+		case cur == nil:
+			t.slots[i] = rec
+			return
+		case cur.value == rec.value:
+			return
+		}
+	}
+}
+
+func (t *valueTable) find(value string) *serverRecord {
+	for i := valueHash(value) & t.mask; ; i = (i + 1) & t.mask {
+		rec := t.slots[i]
+		if rec == nil || rec.value == value {
+			return rec
+		}
+	}
+}
+
+func valueHash(v string) uint64 {
+	var a, b uint64
+	if len(v) >= 8 {
+		a, b = word(v[:8]), word(v[len(v)-8:])
+	} else {
+		for i := 0; i < len(v); i++ {
+			a = a<<8 | uint64(v[i])
+		}
+	}
+	h := (a ^ bits.RotateLeft64(b, 29) ^ uint64(len(v))) * 0x9e3779b97f4a7c15
+	return h ^ h>>32
+}
+
+// word reads the eight bytes of s as a little-endian integer (one load).
+func word(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // recordFor returns the record of an upstream the fallback chose.
@@ -138,6 +225,13 @@ func (s *StickyCookie) recordFor(pool reverseproxy.UpstreamPool, up *reverseprox
 		return rec
 	}
 	return s.newRecord(up.Dial, 0)
+}
+
+// secretValue reports whether the cookie value of an upstream derives from
+// dynamic_key (it has no server line).
+func (s *StickyCookie) secretValue(dial string) bool {
+	_, fixed := s.servers[dial]
+	return s.dynamicKey != nil && !fixed
 }
 
 // valueFor is the cookie value of an upstream: its configured value, else
@@ -211,8 +305,17 @@ func containsString(list []string, s string) bool {
 // Like serverIndex it is not tied to one pool slice: a lookup verifies the
 // position it finds and rebuilds only when the pool really changed.
 type dialIndex struct {
-	pos  map[string]int
-	size int
+	byDial map[string]*dialTarget
+	size   int
+}
+
+// dialTarget is one upstream of a stick_table policy's pool.
+type dialTarget struct {
+	pos int
+	// hit and drainedHit are the shared decisions of a hit on this
+	// upstream that leaves the response nothing to do per request (see
+	// sharedHit), so such hits allocate nothing.
+	hit, drainedHit *tableDecision
 }
 
 func (p *StickTable) indexFor(pool reverseproxy.UpstreamPool) *dialIndex {
@@ -223,10 +326,13 @@ func (p *StickTable) indexFor(pool reverseproxy.UpstreamPool) *dialIndex {
 }
 
 func (p *StickTable) rebuildIndex(pool reverseproxy.UpstreamPool) *dialIndex {
-	idx := &dialIndex{pos: make(map[string]int, len(pool)), size: len(pool)}
+	idx := &dialIndex{byDial: make(map[string]*dialTarget, len(pool)), size: len(pool)}
 	for i, up := range pool {
-		if _, dup := idx.pos[up.Dial]; !dup {
-			idx.pos[up.Dial] = i
+		if _, dup := idx.byDial[up.Dial]; !dup {
+			idx.byDial[up.Dial] = &dialTarget{pos: i,
+				hit:        &tableDecision{policy: p, server: up.Dial, outcome: OutcomeHit, shared: true},
+				drainedHit: &tableDecision{policy: p, server: up.Dial, outcome: OutcomeDrained, shared: true},
+			}
 		}
 	}
 	p.index.Store(idx)
@@ -235,24 +341,31 @@ func (p *StickTable) rebuildIndex(pool reverseproxy.UpstreamPool) *dialIndex {
 
 // lookup returns the upstream of pool whose dial address is server, or nil.
 func (p *StickTable) lookup(idx *dialIndex, pool reverseproxy.UpstreamPool, server string) *reverseproxy.Upstream {
-	if i, ok := idx.pos[server]; ok && i < len(pool) && pool[i].Dial == server {
-		return pool[i]
+	up, _ := p.target(idx, pool, server)
+	return up
+}
+
+// target is lookup that also returns the upstream's entry in the index.
+func (p *StickTable) target(idx *dialIndex, pool reverseproxy.UpstreamPool, server string) (*reverseproxy.Upstream, *dialTarget) {
+	t, known := idx.byDial[server]
+	if known && t.pos < len(pool) && pool[t.pos].Dial == server {
+		return pool[t.pos], t
 	}
-	if _, known := idx.pos[server]; known {
+	if known {
 		// the pool changed under the same size: index it again
-		if i, ok := p.rebuildIndex(pool).pos[server]; ok {
-			return pool[i]
+		if t, ok := p.rebuildIndex(pool).byDial[server]; ok {
+			return pool[t.pos], t
 		}
-		return nil
+		return nil, nil
 	}
 	// A server the index never saw: gone from the pool (the user is
 	// redispatched and re-stuck, so this costs once per such user), or
 	// new in a pool that changed under the same size.
-	for i, up := range pool {
+	for _, up := range pool {
 		if up.Dial == server {
-			p.rebuildIndex(pool)
-			return pool[i]
+			t := p.rebuildIndex(pool).byDial[server]
+			return pool[t.pos], t
 		}
 	}
-	return nil
+	return nil, nil
 }

@@ -124,6 +124,19 @@ type compiledRule struct {
 	// placeholder is the key's one placeholder when the key is nothing
 	// else, so it is read without building a string.
 	placeholder string
+	// varName is the variable when placeholder is {http.vars.<name>}
+	// (the default key, {client_ip} in a Caddyfile): it is read from the
+	// request's vars, where Caddy's replacer would find it after asking
+	// every provider before its own.
+	varName string
+}
+
+func compileRule(r TableRule) compiledRule {
+	c := compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)}
+	if name, ok := strings.CutPrefix(c.placeholder, "http.vars."); ok && name != "" {
+		c.varName = name
+	}
+	return c
 }
 
 // CaddyModule returns the Caddy module information.
@@ -163,7 +176,7 @@ func (p *StickTable) setup(ctx caddy.Context) error {
 		if !r.Match && !r.Store {
 			return fmt.Errorf("rule %d (%s) neither matches nor stores", i, r.Key)
 		}
-		p.rules = append(p.rules, compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)})
+		p.rules = append(p.rules, compileRule(r))
 	}
 	for _, rk := range p.StoreResponse {
 		switch rk.From {
@@ -236,11 +249,18 @@ func (p *StickTable) load(ctx caddy.Context) error {
 	return nil
 }
 
-// tableDecision is what Select decided for one request.
+// tableDecision is what Select decided for one request, kept in the
+// request's vars for the response side and for a retry. A hit that leaves
+// the response nothing to do per request uses a shared, immutable decision
+// of its server (see sharedHit), so it allocates nothing; every other
+// decision is the request's own.
 type tableDecision struct {
 	policy  *StickTable
 	server  string
 	outcome Outcome
+	// shared marks a server's shared hit decision: it holds no keys, and a
+	// retry reads them from the request again (see reselect)
+	shared bool
 	// keys to store with the server once it answers; storeBuf holds the
 	// first ones, so the usual one or two keys cost no allocation
 	store    []sticktable.Key
@@ -276,14 +296,22 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	idx := p.indexFor(pool)
-	d := &tableDecision{policy: p, outcome: OutcomeMiss}
-	d.store = d.storeBuf[:0]
+	// The decision and the keys to store stay on the stack until the
+	// request turns out to need a decision of its own (onHeap); a shared
+	// hit never does.
+	var keys [len(tableDecision{}.storeBuf)]sticktable.Key
+	store := keys[:0]
+	d := tableDecision{policy: p, outcome: OutcomeMiss}
 	hashKey := ""
 	stuckDown := false
 	var hit *reverseproxy.Upstream
+	var hitTarget *dialTarget
+	// hitStored is the position in store of the key that hit (-1: the
+	// hit's rule only matches); hitServer is the server its entry holds
+	hitStored, hitServer := -1, ""
 	for i := range p.rules {
 		rule := &p.rules[i]
-		text := rule.keyText(repl)
+		text := rule.keyText(repl, vars)
 		if text == "" {
 			continue
 		}
@@ -299,10 +327,10 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 			hashKey = text
 		}
 		if rule.Store {
-			if rule.Match && len(d.store) < 64 {
-				d.matched |= 1 << len(d.store)
+			if rule.Match && len(store) < 64 {
+				d.matched |= 1 << len(store)
 			}
-			d.store = append(d.store, key)
+			store = append(store, key)
 		}
 		if !rule.Match || hit != nil {
 			continue
@@ -325,7 +353,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		}
 		switch outcome {
 		case sticktable.OutcomeHit:
-			up := p.lookup(idx, pool, p.dialOf(entry.Server))
+			up, target := p.target(idx, pool, p.dialOf(entry.Server))
 			switch {
 			case up == nil:
 				// the server is gone from the pool: redispatch
@@ -334,7 +362,10 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 				d.outcome = OutcomeDown
 				stuckDown = true
 			default:
-				hit = up
+				hit, hitTarget, hitServer = up, target, entry.Server
+				if rule.Store {
+					hitStored = len(store) - 1
+				}
 				d.outcome = OutcomeHit
 				if serverDrained(p.drained, up.Dial) {
 					d.outcome = OutcomeDrained
@@ -350,17 +381,28 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 	if hit == nil && stuckDown && p.Strict {
 		return p.refuseDown(vars, r, refusedBefore)
 	}
+	if hit != nil && p.sharedHit(len(store), hitStored, hitServer, hit.Dial) {
+		shared := hitTarget.hit
+		if d.outcome == OutcomeDrained {
+			shared = hitTarget.drainedHit
+		}
+		if refusedBefore {
+			// a strict refusal of an earlier try was published with Set
+			return p.finish(vars, r, shared, hit)
+		}
+		return p.finishFirstHit(vars, r, shared, hit)
+	}
 	up := hit
 	if up == nil {
 		up = p.chooseNew(pool, r, w, hashKey, nil)
 		switch {
-		case up == nil || len(d.store) == 0:
+		case up == nil || len(store) == 0:
 		case p.backing != nil:
 			if d.stuck == "" {
-				up = p.place(idx, pool, r, d, up)
+				up = p.place(idx, pool, r, &d, store[0], up)
 			}
 		default:
-			up = p.reserve(idx, pool, d, up)
+			up = p.reserve(idx, pool, store, d.matched, up)
 		}
 	}
 	if up == nil {
@@ -369,7 +411,66 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		return nil
 	}
 	d.server = up.Dial
-	return p.finish(vars, r, d, up)
+	return p.finish(vars, r, d.onHeap(store), up)
+}
+
+// sharedHit reports whether a hit on the server with dial address dial
+// leaves the response nothing to do per request, so the server's shared
+// decision can stand for it: no key to store, or only the key that hit
+// (hitStored 0), whose entry already holds this server (hitServer). The
+// lookup refreshed that entry; storing it with the server that answers
+// would only refresh it again (PlaceKey on a live entry; with a store, a
+// key stuck to the server that answers costs nothing), and a retry reads
+// the keys again (reselect). Keys learned from the response
+// (store_response) need only the server, which the shared decision has.
+func (p *StickTable) sharedHit(stored, hitStored int, hitServer, dial string) bool {
+	switch stored {
+	case 0:
+		return true
+	case 1:
+		return hitStored == 0 && hitServer == p.identity(dial)
+	}
+	return false
+}
+
+// onHeap returns a copy of d the request can keep, with store, the keys
+// to store, copied into the copy's own buffer (or, past its size, a new
+// array).
+func (d *tableDecision) onHeap(store []sticktable.Key) *tableDecision {
+	h := new(tableDecision)
+	*h = *d
+	h.store = append(h.storeBuf[:0], store...)
+	return h
+}
+
+// requestKeys evaluates the rules' keys as Select does (the keys to store,
+// which of them are matched, the key placed by first_choice hash): they
+// are the same on every attempt of a request, so a retry of a shared hit
+// reads them again instead of every hit keeping them.
+func (p *StickTable) requestKeys(r *http.Request) (store []sticktable.Key, matched uint64, hashKey string) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	for i := range p.rules {
+		rule := &p.rules[i]
+		text := rule.keyText(repl, vars)
+		if text == "" {
+			continue
+		}
+		key, err := p.table.ParseKey(text)
+		if err != nil {
+			continue
+		}
+		if hashKey == "" {
+			hashKey = text
+		}
+		if rule.Store {
+			if rule.Match && len(store) < 64 {
+				matched |= 1 << len(store)
+			}
+			store = append(store, key)
+		}
+	}
+	return store, matched, hashKey
 }
 
 // reselect runs on a retry: the server of the previous attempt failed.
@@ -377,8 +478,17 @@ func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w
 	if p.Strict && (prev.outcome == OutcomeStrictRefused || stuck(prev.outcome)) {
 		return p.refuseFailed(vars, r, prev)
 	}
+	store, matched, hashKey := prev.store, prev.matched, prev.hashKey
+	stuckServer, stuckKey := prev.stuck, prev.stuckKey
+	if prev.shared {
+		store, matched, hashKey = p.requestKeys(r)
+		if p.backing != nil && len(store) == 1 {
+			// the key that hit, stuck to the server that failed
+			stuckServer, stuckKey = p.identity(prev.server), store[0]
+		}
+	}
 	tried := append(prev.tried[:len(prev.tried):len(prev.tried)], prev.server)
-	up := p.chooseNew(pool, r, w, prev.hashKey, tried)
+	up := p.chooseNew(pool, r, w, hashKey, tried)
 	if up == nil {
 		return nil
 	}
@@ -386,8 +496,23 @@ func (p *StickTable) reselect(pool reverseproxy.UpstreamPool, r *http.Request, w
 	if outcome == OutcomeHit || outcome == OutcomeDrained {
 		outcome = OutcomeRedispatched
 	}
-	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: prev.store, matched: prev.matched, tried: tried, hashKey: prev.hashKey, stuck: prev.stuck, stuckKey: prev.stuckKey}
+	d := &tableDecision{policy: p, server: up.Dial, outcome: outcome, store: store, matched: matched, tried: tried, hashKey: hashKey, stuck: stuckServer, stuckKey: stuckKey}
 	return p.finish(vars, r, d, up)
+}
+
+// finishFirstHit is finish for a hit on the request's first selection, the
+// hot path: the outcome is published without a replacer lock (see
+// publishOutcomeLazily); every later decision of the request uses Set.
+func (p *StickTable) finishFirstHit(vars map[string]any, r *http.Request, d *tableDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+	if vars != nil {
+		vars[p.varKey] = d
+	}
+	// when responses bypass the policy this counts the request; a shared
+	// hit has nothing to store meanwhile (see sharedHit)
+	p.side.installed()
+	p.count(d.outcome)
+	publishOutcomeLazily(r, d.outcome)
+	return up
 }
 
 func (p *StickTable) finish(vars map[string]any, r *http.Request, d *tableDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
@@ -423,11 +548,11 @@ func (p *StickTable) count(o Outcome) {
 // meanwhile sends this one to that server, when it is available. A retry
 // does not come here (reselect), and the response confirms the entry or,
 // after a redispatch, overwrites it, so running Select again is harmless.
-func (p *StickTable) reserve(idx *dialIndex, pool reverseproxy.UpstreamPool, d *tableDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+func (p *StickTable) reserve(idx *dialIndex, pool reverseproxy.UpstreamPool, store []sticktable.Key, matched uint64, up *reverseproxy.Upstream) *reverseproxy.Upstream {
 	server := p.identity(up.Dial)
-	for i, k := range d.store {
+	for i, k := range store {
 		e, placed, err := p.table.PlaceKey(k, server)
-		if err != nil || placed || e.Server == server || i > 0 || d.matched&1 == 0 {
+		if err != nil || placed || e.Server == server || i > 0 || matched&1 == 0 {
 			continue
 		}
 		if other := p.lookup(idx, pool, p.dialOf(e.Server)); other != nil && other.Available() {
@@ -533,13 +658,13 @@ func (p *StickTable) onResponse(vars map[string]any, req *http.Request, res *htt
 // chosen upstream, if no instance placed it first; when one did and its
 // server is available here, the request goes there instead, so racing
 // first requests on several instances agree.
-func (p *StickTable) place(idx *dialIndex, pool reverseproxy.UpstreamPool, r *http.Request, d *tableDecision, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+func (p *StickTable) place(idx *dialIndex, pool reverseproxy.UpstreamPool, r *http.Request, d *tableDecision, first sticktable.Key, up *reverseproxy.Upstream) *reverseproxy.Upstream {
 	mine := p.identity(up.Dial)
-	winner, err := p.backing.Place(r.Context(), d.store[0], mine)
+	winner, err := p.backing.Place(r.Context(), first, mine)
 	if err != nil {
 		p.debug("store call failed; decided locally", err.Error())
 	}
-	d.stuck, d.stuckKey = winner, d.store[0]
+	d.stuck, d.stuckKey = winner, first
 	if winner == mine {
 		return up
 	}
@@ -593,14 +718,24 @@ func (p *StickTable) dialOf(server string) string {
 	return server
 }
 
-// keyText evaluates a rule's key for this request.
-func (r *compiledRule) keyText(repl *caddy.Replacer) string {
+// keyText evaluates a rule's key for this request, whose vars are vars.
+func (r *compiledRule) keyText(repl *caddy.Replacer, vars map[string]any) string {
 	if repl == nil {
 		return ""
 	}
 	if r.placeholder != "" {
-		v, ok := repl.Get(r.placeholder)
-		if !ok || v == nil {
+		var v any
+		if r.varName != "" {
+			// what Caddy's {http.vars.*} provider answers: Caddy keeps
+			// variables in vars, not as static replacer values
+			v = vars[r.varName]
+		} else {
+			var ok bool
+			if v, ok = repl.Get(r.placeholder); !ok {
+				return ""
+			}
+		}
+		if v == nil {
 			return ""
 		}
 		switch s := v.(type) {

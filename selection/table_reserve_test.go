@@ -29,7 +29,7 @@ func tablePolicy(tb testing.TB, p *StickTable) *StickTable {
 	p.table = tbl
 	p.Rules = []TableRule{{Key: "{user}", Match: true, Store: true}}
 	for _, r := range p.Rules {
-		p.rules = append(p.rules, compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)})
+		p.rules = append(p.rules, compileRule(r))
 	}
 	p.names, p.dials = map[string]string{}, map[string]string{}
 	for addr, name := range p.Servers {

@@ -91,7 +91,7 @@ func storePolicy(t *testing.T, b sticktable.Backing, rules ...TableRule) *StickT
 	p := &StickTable{Table: "t", table: table, backing: b, names: map[string]string{}, dials: map[string]string{},
 		FallbackRaw: caddyconfig.JSONModuleObject(reverseproxy.RoundRobinSelection{}, "policy", "round_robin", nil)}
 	for _, r := range rules {
-		p.rules = append(p.rules, compiledRule{TableRule: r, placeholder: singlePlaceholder(r.Key)})
+		p.rules = append(p.rules, compileRule(r))
 	}
 	if err := p.load(newTestContext(t)); err != nil {
 		t.Fatal(err)

@@ -118,6 +118,12 @@ func FuzzFindCookie(f *testing.F) {
 			}
 		}
 
+		if _, _, removed := keptRun(header, name); isToken(name) && removed != hasCookieNamed(header, name) {
+			t.Fatalf("keptRun(%q, %q): removed %v", header, name, removed)
+		}
+		if v, run, removed := keptRun(header, name); removed && run && v != joinKept(header, name) {
+			t.Fatalf("keptRun(%q, %q) = %q, joined %q", header, name, v, joinKept(header, name))
+		}
 		nv, changed := RemoveCookie(header, name)
 		if !changed && nv != header {
 			t.Fatalf("RemoveCookie(%q) changed the value without saying so: %q", header, nv)

@@ -55,18 +55,35 @@ func isToken(s string) bool {
 	return true
 }
 
-func isTChar(b byte) bool {
-	switch {
-	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
-}
+func isTChar(b byte) bool { return byteClasses[b]&classTChar != 0 }
 
 // validCookieValueByte is net/http's rule for bytes inside a cookie value.
-func validCookieValueByte(b byte) bool {
-	return 0x20 <= b && b < 0x7f && b != '"' && b != ';' && b != '\\'
-}
+func validCookieValueByte(b byte) bool { return byteClasses[b]&classValue != 0 }
+
+// Byte classes, looked up in one table: the hot path checks every byte of
+// a cookie name and value, and a table costs one load per byte where the
+// rules cost a chain of comparisons.
+const (
+	classTChar = 1 << iota // RFC 7230 token character
+	classValue             // allowed in a cookie value by net/http
+	classOctet             // RFC 6265 cookie-octet (a server value's bytes)
+)
+
+var byteClasses = func() (t [256]uint8) {
+	for i := range t {
+		b := byte(i)
+		if 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0 {
+			t[i] |= classTChar
+		}
+		if 0x20 <= b && b < 0x7f && b != '"' && b != ';' && b != '\\' {
+			t[i] |= classValue
+		}
+		if b > 0x20 && b < 0x7f && b != '"' && b != ',' && b != ';' && b != '\\' {
+			t[i] |= classOctet
+		}
+	}
+	return t
+}()
 
 // pairName returns the trimmed name of a trimmed, non-empty cookie pair and
 // its raw value (everything after the first '='; "" when there is no '=',
@@ -130,14 +147,10 @@ func ScanCookie(headerValues []string, name string) (value string, p Presence) {
 	}
 	for _, line := range headerValues {
 		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = trimOWS(part)
-			if part == "" {
-				continue
-			}
-			n, raw := pairName(part)
-			if n != name {
+			var raw string
+			var named bool
+			raw, line, named = nextPair(line, name)
+			if !named {
 				continue
 			}
 			v, ok := cookieValue(raw)
@@ -151,20 +164,59 @@ func ScanCookie(headerValues []string, name string) (value string, p Presence) {
 	return "", p
 }
 
-// hasCookieNamed reports whether headerValue contains a pair called name,
-// whatever its value.
-func hasCookieNamed(headerValue, name string) bool {
-	for rest := headerValue; len(rest) > 0; {
-		var part string
-		part, rest, _ = strings.Cut(rest, ";")
-		if part = trimOWS(part); part == "" {
-			continue
-		}
-		if n, _ := pairName(part); n == name {
-			return true
+// FirstCookie returns the value of the first cookie called name, one pair
+// of surrounding double quotes stripped, without checking its bytes or its
+// length, and name must be a valid token. It is for callers that recognise
+// the values they issued (well formed, at most MaxValueLen long): for such
+// a value it is what ScanCookie returns, in less time. For any other value
+// the caller must use ScanCookie, which skips a malformed or oversized
+// first value and looks further.
+func FirstCookie(headerValues []string, name string) (value string, found bool) {
+	for _, line := range headerValues {
+		for len(line) > 0 {
+			var raw string
+			var named bool
+			raw, line, named = nextPair(line, name)
+			if !named {
+				continue
+			}
+			if len(raw) > 1 && raw[0] == '"' && raw[len(raw)-1] == '"' {
+				raw = raw[1 : len(raw)-1]
+			}
+			return raw, true
 		}
 	}
-	return false
+	return "", false
+}
+
+// nextPair takes the next pair off a Cookie header value and reports
+// whether it is called name (a token), with its raw value (everything
+// after the first '=', "" when there is none, which net/http reads as an
+// empty value). The pair's name is what precedes '=', trimmed (pairName):
+// it is name when the trimmed pair starts with name followed by optional
+// spaces and '=', or by nothing. A token holds neither spaces nor '=', so
+// this is the same test without cutting the pair.
+func nextPair(line, name string) (raw, rest string, named bool) {
+	part := line
+	if end := strings.IndexByte(line, ';'); end >= 0 {
+		part, rest = line[:end], line[end+1:]
+	}
+	part = trimOWS(part)
+	if len(part) < len(name) || part[:len(name)] != name {
+		return "", rest, false
+	}
+	after := part[len(name):]
+	j := 0
+	for j < len(after) && isOWS(after[j]) {
+		j++
+	}
+	switch {
+	case j == len(after):
+		return "", rest, true
+	case after[j] == '=':
+		return after[j+1:], rest, true
+	}
+	return "", rest, false // a longer name
 }
 
 // RemoveCookie removes every pair called name from a Cookie header value,
@@ -177,9 +229,22 @@ func hasCookieNamed(headerValue, name string) bool {
 // HAProxy writes where it removes a cookie); empty pairs are dropped. An
 // empty result means the header should be removed, as HAProxy does.
 func RemoveCookie(headerValue, name string) (newValue string, changed bool) {
-	if !isToken(name) || !hasCookieNamed(headerValue, name) {
+	if !isToken(name) {
 		return headerValue, false
 	}
+	v, run, removed := keptRun(headerValue, name)
+	switch {
+	case !removed:
+		return headerValue, false
+	case run:
+		return v, true
+	}
+	return joinKept(headerValue, name), true
+}
+
+// joinKept joins the pairs of headerValue not called name with "; ",
+// dropping empty pairs.
+func joinKept(headerValue, name string) string {
 	var b strings.Builder
 	b.Grow(len(headerValue))
 	for rest := headerValue; len(rest) > 0; {
@@ -196,7 +261,51 @@ func RemoveCookie(headerValue, name string) (newValue string, changed bool) {
 		}
 		b.WriteString(part)
 	}
-	return b.String(), true
+	return b.String()
+}
+
+// keptRun reports whether headerValue has a pair called name (removed)
+// and, in the same pass, gives RemoveCookie's result when it is a
+// substring of headerValue, which allocates nothing: the pairs kept form
+// one run of headerValue, separated by exactly "; " (the usual header, with
+// our cookie first, last or alone). run is false otherwise (a removed or
+// empty pair between kept ones, other separators), and RemoveCookie builds
+// the result.
+func keptRun(headerValue, name string) (value string, run, removed bool) {
+	start, end, have := 0, 0, false
+	run = true
+	for pos := 0; pos < len(headerValue); {
+		stop, next := len(headerValue), len(headerValue)
+		if i := strings.IndexByte(headerValue[pos:], ';'); i >= 0 {
+			stop = pos + i
+			next = stop + 1
+		}
+		ps, pe := pos, stop
+		for ps < pe && isOWS(headerValue[ps]) {
+			ps++
+		}
+		for pe > ps && isOWS(headerValue[pe-1]) {
+			pe--
+		}
+		pos = next
+		if ps == pe {
+			continue
+		}
+		if n, _ := pairName(headerValue[ps:pe]); n == name {
+			removed = true
+			continue
+		}
+		if !have {
+			start, have = ps, true
+		} else if headerValue[end:ps] != "; " {
+			run = false
+		}
+		end = pe
+	}
+	if !run {
+		return "", false, removed
+	}
+	return headerValue[start:end], true, removed
 }
 
 // RewritePrefixedCookie removes the "<server>~" prefix from every pair called

@@ -214,3 +214,51 @@ func TestScanCookie(t *testing.T) {
 		}
 	}
 }
+
+// RemoveCookie returns a substring of the header when the pairs it keeps
+// are one run separated by "; " (no allocation), and otherwise builds the
+// same result as joining the kept pairs.
+func TestRemoveCookieKeptRun(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		run      bool
+	}{
+		{"SRV=a", "", true},
+		{"SRV=a; b=2; c=3", "b=2; c=3", true},
+		{"b=2; c=3; SRV=a", "b=2; c=3", true},
+		{" b=2; SRV=a ;", "b=2", true},
+		{"b=2; SRV=a; c=3", "b=2; c=3", false},
+		{"b=2;c=3; SRV=a", "b=2; c=3", false},
+		{"b=2; ; c=3; SRV=a", "b=2; c=3", false},
+		{"SRV; b=2", "b=2", true},
+	} {
+		got, changed := RemoveCookie(c.in, "SRV")
+		if got != c.want || !changed {
+			t.Errorf("RemoveCookie(%q) = %q, %v; want %q", c.in, got, changed, c.want)
+		}
+		if _, run, _ := keptRun(c.in, "SRV"); run != c.run {
+			t.Errorf("keptRun(%q): run %v, want %v", c.in, run, c.run)
+		}
+		if c.run {
+			if n := testing.AllocsPerRun(10, func() { RemoveCookie(c.in, "SRV") }); n != 0 && !raceEnabled {
+				t.Errorf("RemoveCookie(%q) allocates %v times", c.in, n)
+			}
+		}
+	}
+}
+
+// hasCookieNamed reports whether headerValue contains a pair called name,
+// whatever its value: the oracle for keptRun's removed.
+func hasCookieNamed(headerValue, name string) bool {
+	for rest := headerValue; len(rest) > 0; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ";")
+		if part = trimOWS(part); part == "" {
+			continue
+		}
+		if n, _ := pairName(part); n == name {
+			return true
+		}
+	}
+	return false
+}

@@ -105,9 +105,7 @@ func validServer(s string) bool {
 	return true
 }
 
-func isCookieOctet(b byte) bool {
-	return b > 0x20 && b < 0x7f && b != '"' && b != ',' && b != ';' && b != '\\'
-}
+func isCookieOctet(b byte) bool { return byteClasses[b]&classOctet != 0 }
 
 // AppendValue appends an insert-mode cookie value to dst in HAProxy's exact
 // format: server, then "|" + EncodeDate(last) when withLast, then
