@@ -26,7 +26,7 @@
 // tombstone list through uint32 positions. The cell count is any number,
 // not a power of two: a shard is rebuilt seven tenths full when it gets
 // seven eighths full (or full of deleted cells), which keeps it dense
-// (about 53 bytes per ip entry at a million entries, 95 with 32-byte
+// (about 54 bytes per ip entry at a million entries, 97 with 32-byte
 // string keys; HAProxy: about 243 for the latter) at the price of a
 // rebuild, O(entries of the shard), every quarter of growth. Rebuilds
 // renumber every slot; bulk walks hold them off (see walk). No entry is a
