@@ -338,3 +338,179 @@ func TestEngineHashMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestWalksUnderChurn: stable keys must be seen by every Range and
+// survive ClearServer of another server, while other goroutines churn the
+// shard (inserts to the hard limit, deletes, expiry, reaping, compaction).
+func TestWalksUnderChurn(t *testing.T) {
+	for _, typ := range []KeyType{KeyInteger, KeyString} {
+		t.Run(typ.String(), func(t *testing.T) {
+			tab, clk := newTestTable(t, Config{Type: typ, Size: 20000, Expire: time.Hour, Retention: time.Minute}, Options{Shards: 1})
+			const stable = 2000
+			for i := range stable {
+				mustStore(t, tab, strconv.Itoa(i), "keep")
+			}
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				n := 0
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					for j := range 500 {
+						k := strconv.Itoa(1000000 + n*500 + j)
+						if _, err := tab.Store(k, "churn"+strconv.Itoa(j%3)); err != nil && err != ErrFull {
+							t.Error(err)
+							return
+						}
+					}
+					for j := range 400 {
+						tab.Delete(strconv.Itoa(1000000 + n*500 + j))
+					}
+					if n%5 == 0 {
+						tab.ClearServer("churn1")
+					}
+					if n%7 == 0 && n < 70 {
+						clk.Add(2 * time.Minute)
+						tab.Reap()
+					}
+					n++
+				}
+			}()
+			for round := range 40 {
+				seen := map[string]bool{}
+				tab.Range(func(e Entry) bool {
+					if e.Server == "keep" {
+						seen[e.Key.String()] = true
+					}
+					return true
+				})
+				if len(seen) != stable {
+					close(stop)
+					<-done
+					t.Fatalf("round %d: Range saw %d of %d stable keys", round, len(seen), stable)
+				}
+				tab.ClearServer("churn2")
+			}
+			close(stop)
+			<-done
+			mustCheck(t, tab)
+			for i := range stable {
+				if _, ok := tab.Get(strconv.Itoa(i)); !ok {
+					t.Fatalf("stable key %d lost", i)
+				}
+			}
+		})
+	}
+}
+
+// TestRangeFinishesUnderChurn: a Range whose callback is slow relative to
+// the churn of a full shard (one store of a new key, evicting the LRU
+// tail, per entry visited) must still finish, though every rebuild forced
+// at the hard limit during the walk restarts it.
+func TestRangeFinishesUnderChurn(t *testing.T) {
+	const size = 4000
+	tab, _ := newTestTable(t, Config{Type: KeyInteger, Size: size, Expire: time.Hour, Retention: time.Minute}, Options{Shards: 1})
+	for i := range size {
+		mustStore(t, tab, strconv.Itoa(i), "s")
+	}
+	next := size
+	calls := 0
+	g0 := cellsOf(tab).gen
+	tab.Range(func(e Entry) bool {
+		calls++
+		for range 1 {
+			if _, err := tab.Store(strconv.Itoa(next), "s"); err != nil {
+				t.Fatal(err)
+			}
+			next++
+		}
+		return calls < 50*size
+	})
+	if calls >= 50*size {
+		t.Fatalf("Range over a %d-entry table made %d calls and was still going (%d restarts)", size, calls, cellsOf(tab).gen-g0)
+	}
+	mustCheck(t, tab)
+}
+
+// TestWholeShardScanRestartsItsEntries: a whole-shard scan (what
+// WriteSnapshot uses) that restarts after a forced rebuild must start its
+// entries over, not hand out those it saw before the rebuild twice.
+func TestWholeShardScanRestartsItsEntries(t *testing.T) {
+	const size = 20000
+	tab, _ := newTestTable(t, Config{Type: KeyInteger, Size: size, Expire: time.Hour}, Options{Shards: 1})
+	for i := range size {
+		mustStore(t, tab, strconv.Itoa(i), "s")
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := size; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tab.Store(strconv.Itoa(n), "s")
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	rebuildScans := 0
+	for try := 0; time.Now().Before(deadline); try++ {
+		g0 := cellsOf(tab).gen
+		dups, total := 0, 0
+		tab.intEng.scan(tab.now(), true, true, func(b []Entry) bool {
+			seen := map[string]bool{}
+			for _, e := range b {
+				if seen[e.Key.String()] {
+					dups++
+				}
+				seen[e.Key.String()] = true
+			}
+			total = len(b)
+			return true
+		})
+		if cellsOf(tab).gen == g0 {
+			continue // no rebuild during this scan
+		}
+		if rebuildScans++; dups > 0 {
+			t.Fatalf("try %d: whole-shard scan of a %d-entry shard returned %d entries, %d duplicates (%d rebuilds during the scan)",
+				try, size, total, dups, cellsOf(tab).gen-g0)
+		}
+		if rebuildScans >= 5 {
+			return
+		}
+	}
+	t.Skipf("only %d scans saw a rebuild; inconclusive", rebuildScans)
+}
+
+// TestByExpiryFallback: entries that do not pack (more than the index
+// bits can number) come back in index order, every one of them once.
+func TestByExpiryFallback(t *testing.T) {
+	entries := make([]Entry, 10)
+	for i := range entries {
+		entries[i].ExpiresAt = time.Unix(1_800_000_000-int64(i), 0)
+	}
+	for _, bits := range []uint{3, 24} {
+		order := byExpiryPacked(nil, entries, bits)
+		seen := map[uint64]bool{}
+		for _, o := range order {
+			if o >= uint64(len(entries)) || seen[o] {
+				t.Fatalf("bits %d: index %d out of range or repeated: %v", bits, o, order)
+			}
+			seen[o] = true
+		}
+		if len(seen) != len(entries) {
+			t.Fatalf("bits %d: %d of %d entries", bits, len(seen), len(entries))
+		}
+		if bits == 24 && order[0] != 9 { // packed: ascending expiry
+			t.Fatalf("packed order %v", order)
+		}
+	}
+}

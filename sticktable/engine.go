@@ -554,7 +554,10 @@ func walk[K comparable](s *shard[K], batch func(from, to uint32) bool, after fun
 			pos, gen = firstSlot, s.gen
 		}
 		top := uint32(len(s.cells))
-		end := min(pos+workBatch, top)
+		end := top
+		if top-pos > workBatch {
+			end = pos + workBatch
+		}
 		more := batch(pos, end) && end < top
 		pos = end
 		if !more {
@@ -724,7 +727,13 @@ func (g *engine[K]) reap(now int64, from int, budget time.Duration) (n, next int
 }
 
 // scan calls fn with batches of the live entries (and tombstones, with
-// tombs), or with wholeShards once per shard with all of its entries.
+// tombs), or with wholeShards once per shard with all of its entries (in
+// parts of at least wholeShardMax entries for a shard bigger than that,
+// so a scan holds at most about that many at once).
+// wholeShardMax bounds the entries a whole-shard scan holds at once
+// (about 7 MiB of them); shards chosen by autoShards never reach it.
+const wholeShardMax = 1 << 16
+
 func (g *engine[K]) scan(now int64, tombs, wholeShards bool, fn func([]Entry) bool) {
 	buf := make([]Entry, 0, workBatch)
 	for si := range g.shards {
@@ -734,7 +743,9 @@ func (g *engine[K]) scan(now int64, tombs, wholeShards bool, fn func([]Entry) bo
 			buf = buf[:0]
 		}
 		walk(s, func(from, to uint32) bool {
-			if !wholeShards {
+			if !wholeShards || from == firstSlot {
+				// with wholeShards, a walk that starts the shard over
+				// (after a forced rebuild) starts its entries over too
 				buf = buf[:0]
 			}
 			m := g.t.mark.Load()
@@ -748,7 +759,13 @@ func (g *engine[K]) scan(now int64, tombs, wholeShards bool, fn func([]Entry) bo
 			}
 			return true
 		}, func() bool {
-			stop = !wholeShards && len(buf) > 0 && !fn(buf)
+			if wholeShards && len(buf) < wholeShardMax {
+				return true
+			}
+			// a shard too big to hold at once goes in parts, each
+			// whole in itself
+			stop = len(buf) > 0 && !fn(buf)
+			buf = buf[:0]
 			return !stop
 		})
 		if wholeShards && len(buf) > 0 {

@@ -337,8 +337,8 @@ const shiftScan = 8
 // run ended (an empty cell) within the cells examined: then no entry
 // beyond needs the hole, and it can be empty.
 func (s *shard[K]) shiftBack(hole uint32) (uint32, bool) {
-	n := uint32(len(s.cells) - firstSlot)
-	dist := func(from, to uint32) uint32 { return (to + n - from) % n } // cyclic, along the probe
+	n := uint64(len(s.cells) - firstSlot)
+	dist := func(from, to uint32) uint64 { return (uint64(to) + n - uint64(from)) % n } // cyclic, along the probe
 	q := hole
 	for range shiftScan {
 		q = s.next(q)
@@ -380,7 +380,16 @@ func (s *shard[K]) insert(h uint64) uint32 {
 	n := uint64(len(s.cells) - firstSlot)
 	used := s.live + s.tombs + 1
 	if over := uint64(used+s.deleted) * 16; over > n*14 && (s.scanners == 0 || over > n*15) {
-		s.rebuild(capacityFor(used, s.limit))
+		c := capacityFor(used, s.limit)
+		if s.scanners > 0 {
+			// A walk holds shifts off, so churn at the limit leaves a
+			// deleted cell per eviction, and the walk restarts after
+			// each forced rebuild: doubling the cells makes the next
+			// one wait for twice the churn, so a walk finishes however
+			// slow it is; maybeCompact gives the room back afterwards.
+			c = uint32(min(max(uint64(c), 2*n), math.MaxUint32/2))
+		}
+		s.rebuild(c)
 	}
 	last := uint32(len(s.ctrl) - 1)
 	p := s.home(h)
@@ -723,14 +732,16 @@ func (s *shard[K]) sweep(now int64, m *clearMark, budget int) (n int) {
 }
 
 // maybeCompact gives memory back after a shard has shrunk to a quarter of
-// its cells (mass expiry, Clear, Reconfigure): cells only grow on their
-// own. Rebuilding costs time proportional to the surviving entries, at
+// its cells (mass expiry, Clear, Reconfigure), or grew to over twice what
+// its entries need while a walk held shifts off (see insert): cells only
+// grow on their own. Rebuilding costs time proportional to the surviving entries, at
 // most a quarter of the cells, and the hysteresis keeps a shard that
 // oscillates in size from rebuilding over and over.
 func (s *shard[K]) maybeCompact() {
 	n := uint32(len(s.cells) - firstSlot)
 	used := s.live + s.tombs
-	if s.scanners > 0 || n < compactFloor || uint64(used)*4 > uint64(n) {
+	oversized := uint64(n) > 2*uint64(capacityFor(used, s.limit)) // grown during a walk
+	if s.scanners > 0 || n < compactFloor || (uint64(used)*4 > uint64(n) && !oversized) {
 		return
 	}
 	s.rebuild(capacityFor(used, s.limit))

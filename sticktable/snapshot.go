@@ -87,7 +87,7 @@ func (t *Table) WriteSnapshot(w io.Writer) error {
 	t.eng.scan(now, true, true, func(batch []Entry) bool {
 		order = byExpiry(order, batch)
 		for _, o := range order {
-			sw.add(&batch[o&indexMask], now)
+			sw.add(&batch[o], now)
 			if len(sw.buf) >= frameTarget {
 				if sw.err = sw.flush(); sw.err != nil {
 					return false
@@ -111,23 +111,29 @@ func (t *Table) WriteSnapshot(w io.Writer) error {
 	return sw.flush()
 }
 
-// byExpiry returns the indices of entries in ascending order of expiry,
-// to the millisecond a snapshot records, ties in their given order. Each
-// is packed with its expiry into one integer (expiry relative to the
+// byExpiry returns the indices of entries in ascending order of expiry, to
+// the millisecond a snapshot records, ties in their given order. Each is
+// packed with its expiry into one integer (expiry relative to the
 // earliest, above the index bits), so sorting is of plain integers: the
 // sort costs about as much as writing the records out.
 func byExpiry(order []uint64, entries []Entry) []uint64 {
+	return byExpiryPacked(order, entries, indexBits)
+}
+
+// byExpiryPacked is byExpiry with bits index bits (tests use few).
+func byExpiryPacked(order []uint64, entries []Entry, bits uint) []uint64 {
 	order = order[:0]
 	if len(entries) == 0 {
 		return order
 	}
+	mask := uint64(1)<<bits - 1
 	first := entries[0].ExpiresAt.UnixMilli()
 	for i := range entries {
 		first = min(first, entries[i].ExpiresAt.UnixMilli())
 	}
 	for i := range entries {
 		rel := uint64(entries[i].ExpiresAt.UnixMilli() - first)
-		if rel >= 1<<(64-indexBits) || i > indexMask {
+		if rel >= 1<<(64-bits) || uint64(i) > mask {
 			// beyond what packs (a shard of millions, or expiries
 			// centuries apart): index order, which is only slower to
 			// restore
@@ -137,16 +143,18 @@ func byExpiry(order []uint64, entries []Entry) []uint64 {
 			}
 			return order
 		}
-		order = append(order, rel<<indexBits|uint64(i))
+		order = append(order, rel<<bits|uint64(i))
 	}
 	slices.Sort(order)
+	for k := range order {
+		order[k] &= mask
+	}
 	return order
 }
 
-const (
-	indexBits = 24
-	indexMask = 1<<indexBits - 1
-)
+// indexBits is how many low bits of byExpiry's packed integers hold the
+// index.
+const indexBits = 24
 
 type snapWriter struct {
 	w              io.Writer
@@ -276,9 +284,22 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 	// for a shard to take its share in one step (one rebuild to its final
 	// size instead of one per frame): a shard's records span several
 	// frames.
+	// Each waits with its expiry (Unix ms, in expiresMs): its remaining
+	// life is taken at the flush, so time spent reading later frames does
+	// not extend it.
+	var expiresMs []int64
 	flush := func() {
-		n += t.eng.applyBatch(pending, t.now(), &scratch)
-		pending = pending[:0]
+		now := t.now()
+		nowMs := now / int64(time.Millisecond)
+		live := pending[:0]
+		for i := range pending {
+			if life := expiresMs[i] - nowMs; life > 0 {
+				pending[i].TTL = time.Duration(life) * time.Millisecond
+				live = append(live, pending[i])
+			}
+		}
+		n += t.eng.applyBatch(live, now, &scratch)
+		pending, expiresMs = pending[:0], expiresMs[:0]
 	}
 	for {
 		if frame, err = readFrame(br, frame); err != nil {
@@ -344,6 +365,7 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 				// the batch below only holds changes Apply would take.
 				if c.TTL > 0 && (tag == recTomb || checkServer(c.Server) == nil) {
 					pending = append(pending, c)
+					expiresMs = append(expiresMs, written+int64(ttl))
 				}
 			case recEnd:
 				if d.uvarint() != records && d.err == nil {
@@ -355,7 +377,7 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 			}
 		}
 		if err := d.done(); err != nil {
-			pending = pending[:verified] // nothing of a damaged frame
+			pending, expiresMs = pending[:verified], expiresMs[:verified] // nothing of a damaged frame
 			flush()
 			return n, err
 		}

@@ -228,7 +228,7 @@ func TestSnapshotWritesByExpiry(t *testing.T) {
 	got := byExpiry(nil, at(30, 10, 20, 10, 0))
 	var idx []uint64
 	for _, o := range got {
-		idx = append(idx, o&indexMask)
+		idx = append(idx, o)
 	}
 	if want := []uint64{4, 1, 3, 2, 0}; !slices.Equal(idx, want) {
 		t.Fatalf("order %v, want %v", idx, want)
@@ -275,5 +275,61 @@ func TestSnapshotWritesByExpiry(t *testing.T) {
 				t.Fatalf("%d shards: shard %d searched its list %d times, LRU list by expiry %v", shards, i, searches, sorted)
 			}
 		}
+	}
+}
+
+// clockReader advances the table's clock once the reader has handed out
+// more than at bytes: a slow stream (a peer's snapshot over the network).
+type clockReader struct {
+	r    io.Reader
+	n    int
+	at   int
+	clk  *fakeClock
+	by   time.Duration
+	done bool
+}
+
+func (c *clockReader) Read(p []byte) (int, error) {
+	if len(p) > 512 {
+		p = p[:512]
+	}
+	n, err := c.r.Read(p)
+	c.n += n
+	if !c.done && c.n > c.at {
+		c.done = true
+		c.clk.Add(c.by)
+	}
+	return n, err
+}
+
+// TestRestoreKeepsRemainingLife: records wait to be applied (up to 32768,
+// across many frame reads); their remaining life must be taken when they
+// are applied, not when their frame was decoded, or time spent reading
+// later frames would extend it. An entry with 1h left, installed after
+// the stream took 2h, must already be expired.
+func TestRestoreKeepsRemainingLife(t *testing.T) {
+	cfg := Config{Type: KeyInteger, Size: 40000, Expire: time.Hour, Retention: time.Minute}
+	src, _ := newTestTable(t, cfg, Options{Shards: 4})
+	for i := range 20000 {
+		mustStore(t, src, strconv.Itoa(i), "s1")
+	}
+	var buf bytes.Buffer
+	if err := src.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	dst, clk := newTestTable(t, cfg, Options{Shards: 4})
+	data := buf.Bytes()
+	cr := &clockReader{r: bytes.NewReader(data), at: len(data) / 2, clk: clk, by: 2 * time.Hour}
+	if _, err := dst.ReadSnapshot(cr); err != nil {
+		t.Fatal(err)
+	}
+	alive := 0
+	for i := range 20000 {
+		if _, ok := dst.Get(strconv.Itoa(i)); ok {
+			alive++
+		}
+	}
+	if alive != 0 {
+		t.Fatalf("%d entries alive although their 1h of remaining life ended while the stream was read (2h)", alive)
 	}
 }
