@@ -68,11 +68,11 @@ func splitSize(size, shards int) []uint32 {
 	return out
 }
 
-// shardFor returns the key's shard and its index hash. The shard is chosen
+// shardFor returns the key's shard and its hash within the shard. The shard is chosen
 // by an unseeded hash, the same on every node, so tables of one size split
 // their keys alike and a full table evicts the same keys as its peers
-// (with per-node shards, full tables could never agree); the index hash
-// within the shard stays seeded against crafted collisions.
+// (with per-node shards, full tables could never agree); the hash within
+// the shard stays seeded against crafted collisions.
 func (g *engine[K]) shardFor(k *Key) (*shard[K], uint64) {
 	h := g.t.hashKey(k)
 	if len(g.shards) == 1 {

@@ -29,8 +29,9 @@ const (
 	// clearing, scanning, shrinking) touches per lock hold, so concurrent
 	// lookups on the shard wait at most a few microseconds.
 	workBatch = 128
-	// reapBatch is smaller: reclaiming touches cold slots, index cells
-	// and key bytes, several cache misses each, and a lookup that lands on
+	// reapBatch is smaller: reclaiming touches cold cells, their list
+	// neighbours, the cells a backward shift moves and key bytes, several
+	// cache misses each, and a lookup that lands on
 	// the shard being reaped waits for the whole batch.
 	reapBatch = 16
 	// sweepBatch is how many slots per shard the reaper's clock hand
