@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"cmp"
 	"fmt"
 	"log"
 	"net"
@@ -58,7 +59,12 @@ const (
 	// exchange it triggers; spreadDelay gathers the anti-entropy
 	// transfers of one heal into one round of digests to the others.
 	exchangeDelay = 500 * time.Millisecond
-	spreadDelay   = 300 * time.Millisecond
+	// unaskedDelay is how long the member with the larger name waits for
+	// the other's exchange after a join before offering its own digests
+	// (unaskedTries times, doubling the wait), see NotifyJoin.
+	unaskedDelay = 3 * time.Second
+	unaskedTries = 4
+	spreadDelay  = 300 * time.Millisecond
 	// catchUpQuiet is how long after the last anti-entropy batch a table
 	// counts as catching up (see attachment.catchingUp).
 	catchUpQuiet = 500 * time.Millisecond
@@ -82,6 +88,7 @@ type options struct {
 	wrap        func(memberlist.Transport) memberlist.Transport // fault injection around the transport
 	idle        bool                                            // do not join until Join (NewIdleGroup)
 	repairJoin  func(addr string) (int, error)                  // membership repair's push/pull; nil: memberlist Join
+	unasked     time.Duration                                   // first wait before offering digests unasked; 0: unaskedDelay
 }
 
 // Group is one peer group: a memberlist member plus the tables replicated
@@ -1090,7 +1097,31 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 			}
 			g.exchangeWith(name, g.attachments())
 		})
+		return
 	}
+	// The other member asks. If nothing comes from it, it may not know
+	// of this node at all (gossip can miss a member in a burst of joins),
+	// and an idle fleet would give it nothing to refuse until memberlist's
+	// periodic push/pull: offer it our digests, which it refuses and then
+	// repairs its membership (repair.go). A few tries, further apart, in
+	// case the first is lost.
+	name, joined := n.Name, g.now().UnixNano()
+	g.spawn(func() {
+		wait := cmp.Or(g.opts.unasked, unaskedDelay)
+		for range unaskedTries {
+			select {
+			case <-g.stop:
+				return
+			case <-time.After(wait):
+			}
+			p := g.member(name)
+			if p == nil || p.lastContact.Load() >= joined {
+				return
+			}
+			g.exchangeWith(name, g.attachments())
+			wait *= 2
+		}
+	})
 }
 
 func (e *events) NotifyLeave(n *memberlist.Node) {

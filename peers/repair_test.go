@@ -47,6 +47,8 @@ func TestUnknownSenderLearned(t *testing.T) {
 			fSeed, fRecv, fSend := newFaults(1), newFaults(2), newFaults(3)
 			seed := startNode(t, "node1", nil, quietOpts(fSeed), testSecret)
 			recv := startNode(t, tc.receiver, []string{seed.Addr()}, quietOpts(fRecv), testSecret)
+			sendOpts := quietOpts(fSend)
+			sendOpts.unasked = time.Hour // the idle-fleet offer is TestMissedMemberLearnedInAnIdleFleet's
 			recvT := newTable(t, sticktable.KeyString, 1000)
 			recv.Attach("sessions", recvT)
 			seed.Attach("sessions", newTable(t, sticktable.KeyString, 1000))
@@ -58,7 +60,7 @@ func TestUnknownSenderLearned(t *testing.T) {
 			// drained.
 			fSeed.mute(recv.Addr())
 			fSend.block(recv.Addr())
-			send := startNode(t, tc.sender, []string{seed.Addr()}, quietOpts(fSend), testSecret)
+			send := startNode(t, tc.sender, []string{seed.Addr()}, sendOpts, testSecret)
 			sendT := newTable(t, sticktable.KeyString, 1000)
 			send.Attach("sessions", sendT)
 			waitFor(t, 20*time.Second, "the sender's join", func() bool {
@@ -278,4 +280,45 @@ func TestRepairKeepsLeavesFinal(t *testing.T) {
 	// node3 failed, not left: memberlist's leave callback does not say
 	// which, and node3's own leave message never reached it).
 	waitFor(t, 10*time.Second, "node1 to learn the leave", func() bool { return !knows(old, "node3") })
+}
+
+// TestMissedMemberLearnedInAnIdleFleet: when the node that missed a member
+// has the smaller name, the member waits for it to start their exchange,
+// which it never does; with no traffic on the member, nothing else would
+// reach it before memberlist's periodic push/pull (off here, 30-60 s in
+// production), and the changes it makes itself would not reach the member
+// either. The member offers its digests when nothing came, so both learn
+// each other with no writes on the member.
+func TestMissedMemberLearnedInAnIdleFleet(t *testing.T) {
+	fSeed, fRecv, fSend := newFaults(1), newFaults(2), newFaults(3)
+	seed := startNode(t, "node1", nil, quietOpts(fSeed), testSecret)
+	recv := startNode(t, "node2", []string{seed.Addr()}, quietOpts(fRecv), testSecret)
+	recvT := newTable(t, sticktable.KeyString, 1000)
+	recv.Attach("sessions", recvT)
+	seed.Attach("sessions", newTable(t, sticktable.KeyString, 1000))
+	waitFor(t, 20*time.Second, "seed and receiver", func() bool { return knows(seed, recv.Name()) && knows(recv, seed.Name()) })
+
+	fSeed.mute(recv.Addr())
+	fSend.block(recv.Addr())
+	send := startNode(t, "node3", []string{seed.Addr()}, quietOpts(fSend), testSecret)
+	sendT := newTable(t, sticktable.KeyString, 1000)
+	send.Attach("sessions", sendT)
+	waitFor(t, 20*time.Second, "the sender's join", func() bool {
+		return knows(seed, send.Name()) && knows(send, recv.Name()) && knows(send, seed.Name())
+	})
+	time.Sleep(followUpDelay + 500*time.Millisecond)
+	waitFor(t, 20*time.Second, "gossip drained", func() bool {
+		return fSeed.quietFor(time.Second) && fSend.quietFor(time.Second)
+	})
+	fSeed.unmute(recv.Addr())
+	fSend.unblock(recv.Addr())
+	if knows(recv, send.Name()) {
+		t.Fatal("setup: the receiver learned of the sender by gossip")
+	}
+	// The receiver's own change cannot reach a member it does not know.
+	if _, err := recvT.Store("from-receiver", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the receiver to learn of the idle sender", func() bool { return knows(recv, send.Name()) })
+	waitFor(t, 15*time.Second, "the receiver's change at the sender", func() bool { return serverOf(sendT, "from-receiver") == "r1" })
 }

@@ -119,6 +119,9 @@ func (g *Group) handleDigestWith(d *digest, startSync func(*memberlist.Node, *at
 		}
 		return
 	}
+	if p := g.member(d.sender); p != nil {
+		p.lastContact.Store(g.now().UnixNano())
+	}
 	limit := g.versionLimit(g.now())
 	var reply digest
 	if d.flags&flagReply != 0 {
