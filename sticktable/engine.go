@@ -621,7 +621,7 @@ func (g *engine[K]) clearServer(server string, now int64) int {
 			m := t.mark.Load()
 			for i := from; i < to; i++ {
 				e := s.at(i)
-				if s.ctrl[i] < cellFull || e.server != j || e.version >= v {
+				if s.vacant(i) || e.server != j || e.version >= v {
 					continue
 				}
 				if !s.alive(e, now, m) {
@@ -660,7 +660,7 @@ func (g *engine[K]) sweepMark(m *clearMark, now int64) int {
 		walk(s, func(from, to uint32) bool {
 			for i := from; i < to; i++ {
 				e := s.at(i)
-				if s.ctrl[i] < cellFull || !s.dead(e, m) {
+				if s.vacant(i) || !s.dead(e, m) {
 					continue
 				}
 				if e.server != 0 {
@@ -751,7 +751,7 @@ func (g *engine[K]) scan(now int64, tombs, wholeShards bool, fn func([]Entry) bo
 			m := g.t.mark.Load()
 			for i := from; i < to; i++ {
 				e := s.at(i)
-				if s.ctrl[i] < cellFull || !s.alive(e, now, m) || (e.server == 0 && !tombs) {
+				if s.vacant(i) || !s.alive(e, now, m) || (e.server == 0 && !tombs) {
 					continue
 				}
 				buf = append(buf, Entry{})
@@ -802,7 +802,7 @@ func (g *engine[K]) capExpiry(entryDeadline, tombDeadline int64) {
 			for i := from; i < to; i++ {
 				e := s.at(i)
 				switch {
-				case s.ctrl[i] < cellFull:
+				case s.vacant(i):
 				case e.server != 0:
 					e.expires = min(e.expires, entryDeadline)
 				default:
@@ -909,7 +909,7 @@ func (g *engine[K]) checkShard(si int, s *shard[K]) error {
 		n := uint32(0)
 		prev := head
 		for i := s.at(head).next; i != head; i = s.at(i).next {
-			if i < firstSlot || i >= last || s.ctrl[i] < cellFull {
+			if i < firstSlot || i >= last || s.vacant(i) {
 				return fmt.Errorf("shard %d: list link %d out of range or to a free cell", si, i)
 			}
 			e := s.at(i)

@@ -233,7 +233,7 @@ func (s *shard[K]) publish() {
 func (s *shard[K]) prefetchHome(h uint64) {
 	if v := s.view.Load(); v != nil {
 		cells := *v
-		p := firstSlot + uint32((h>>32)*uint64(len(cells)-firstSlot)>>32)
+		p := homeIn(h, len(cells))
 		e := uintptr(unsafe.Pointer(&cells[p]))
 		size := unsafe.Sizeof(cells[p])
 		prefetch(e, e+size-1, e+size) // the cell's lines, and the next cell's start
@@ -244,8 +244,11 @@ func (s *shard[K]) prefetchHome(h uint64) {
 // the key cells, which lets the cell count be any number (growth in small
 // steps keeps the table dense, see capacityFor) at the cost of one
 // multiplication.
-func (s *shard[K]) home(h uint64) uint32 {
-	return firstSlot + uint32((h>>32)*uint64(len(s.cells)-firstSlot)>>32)
+func (s *shard[K]) home(h uint64) uint32 { return homeIn(h, len(s.cells)) }
+
+// homeIn is home for a shard of cells cells, sentinels included.
+func homeIn(h uint64, cells int) uint32 {
+	return firstSlot + uint32((h>>32)*uint64(cells-firstSlot)>>32)
 }
 
 func tagOf(h uint64) uint8 { return cellFull | uint8(h&0x7f) }
@@ -321,6 +324,10 @@ func (s *shard[K]) vacate(i uint32) {
 	}
 }
 
+// vacant reports whether cell i holds no entry (empty or deleted).
+func (s *shard[K]) vacant(i uint32) bool { return s.ctrl[i] < cellFull }
+
+// next is the cell after i along a probe, wrapping past the last.
 func (s *shard[K]) next(i uint32) uint32 {
 	if i++; i == uint32(len(s.ctrl)) {
 		return firstSlot
@@ -343,10 +350,10 @@ func (s *shard[K]) shiftBack(hole uint32) (uint32, bool) {
 	q := hole
 	for range shiftScan {
 		q = s.next(q)
-		switch c := s.ctrl[q]; {
-		case c == cellEmpty:
+		switch {
+		case s.ctrl[q] == cellEmpty:
 			return hole, true
-		case c < cellFull: // deleted: a hole too, which the entries beyond may pass
+		case s.vacant(q): // deleted: a hole too, which the entries beyond may pass
 			continue
 		}
 		if home := s.home(s.hash(s.cells[q].key)); dist(home, q) >= dist(hole, q) {
@@ -392,12 +399,9 @@ func (s *shard[K]) insert(h uint64) uint32 {
 		}
 		s.rebuild(c)
 	}
-	last := uint32(len(s.ctrl) - 1)
 	p := s.home(h)
-	for s.ctrl[p] >= cellFull {
-		if p++; p > last {
-			p = firstSlot
-		}
+	for !s.vacant(p) {
+		p = s.next(p)
 	}
 	if s.ctrl[p] == cellDeleted {
 		s.deleted--
@@ -438,7 +442,6 @@ func (s *shard[K]) rebuild(n uint32) {
 	s.cells, s.ctrl = newCells[K](n)
 	moved := make([]uint32, len(old))
 	moved[lruHead], moved[tombHead] = lruHead, tombHead
-	last := uint32(len(s.ctrl) - 1)
 	for i := uint32(firstSlot); i < uint32(len(old)); i++ {
 		if oldCtrl[i] < cellFull {
 			continue
@@ -446,9 +449,7 @@ func (s *shard[K]) rebuild(n uint32) {
 		h := s.hash(old[i].key)
 		p := s.home(h)
 		for s.ctrl[p] != cellEmpty {
-			if p++; p > last {
-				p = firstSlot
-			}
+			p = s.next(p)
 		}
 		s.ctrl[p] = tagOf(h)
 		s.cells[p] = old[i]
@@ -458,7 +459,7 @@ func (s *shard[K]) rebuild(n uint32) {
 		s.cells[i] = old[i]
 	}
 	for p := range s.cells {
-		if s.ctrl[p] >= cellFull {
+		if !s.vacant(uint32(p)) {
 			e := &s.cells[p]
 			e.prev, e.next = moved[e.prev], moved[e.next]
 		}
@@ -601,7 +602,7 @@ func (s *shard[K]) insertByExpiry(head, i uint32) {
 		s.pushFront(head, i)
 		return
 	}
-	if f := s.finger[head]; f >= firstSlot && f < uint32(len(s.cells)) && s.ctrl[f] >= cellFull &&
+	if f := s.finger[head]; f >= firstSlot && f < uint32(len(s.cells)) && !s.vacant(f) &&
 		(s.at(f).server == 0) == (head == tombHead) && f != i {
 		// f is linked in this list: search from it toward the
 		// position, which lies after the last entry newer than exp
@@ -720,7 +721,7 @@ func (s *shard[K]) sweep(now int64, m *clearMark, budget int) (n int) {
 		i := s.hand
 		s.hand++
 		e := s.at(i)
-		if s.ctrl[i] < cellFull || s.alive(e, now, m) {
+		if s.vacant(i) || s.alive(e, now, m) {
 			continue
 		}
 		if e.server != 0 {
@@ -741,28 +742,25 @@ func (s *shard[K]) sweep(now int64, m *clearMark, budget int) (n int) {
 func (s *shard[K]) maybeCompact() {
 	n := uint32(len(s.cells) - firstSlot)
 	used := s.live + s.tombs
-	oversized := uint64(n) > 2*uint64(capacityFor(used, s.limit)) // grown during a walk
+	c := capacityFor(used, s.limit)
+	oversized := uint64(n) > 2*uint64(c) // grown during a walk
 	if s.scanners > 0 || n < compactFloor || (uint64(used)*4 > uint64(n) && !oversized) {
 		return
 	}
-	s.rebuild(capacityFor(used, s.limit))
+	s.rebuild(c)
 	s.c.compactions.Add(1)
 }
 
 // find returns the slot holding k, whose hash is h.
 func (s *shard[K]) find(h uint64, k K) (uint32, bool) {
 	tag := tagOf(h)
-	last := uint32(len(s.ctrl) - 1)
-	for p := s.home(h); ; {
+	for p := s.home(h); ; p = s.next(p) {
 		c := s.ctrl[p]
 		if c == cellEmpty {
 			return 0, false
 		}
 		if c == tag && s.cells[p].key == k {
 			return p, true
-		}
-		if p++; p > last {
-			p = firstSlot
 		}
 	}
 }

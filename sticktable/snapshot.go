@@ -356,16 +356,17 @@ func (t *Table) ReadSnapshot(r io.Reader) (int, error) {
 				if ttl > 1<<40 {
 					d.fail("ttl out of range")
 				}
-				// Remaining life now: what was left at write time, less
-				// the time since (the process may have been down).
-				c.TTL = time.Duration(written+int64(ttl)-nowMs) * time.Millisecond
+				// The record's expiry: what was left at write time
+				// after the write (the process may have been down
+				// since); flush turns it into the remaining life.
+				expires := written + int64(ttl)
 				records++
 				// What Apply would refuse before looking at the table
 				// (no life left, a bad server name) is skipped here, so
 				// the batch below only holds changes Apply would take.
-				if c.TTL > 0 && (tag == recTomb || checkServer(c.Server) == nil) {
+				if expires > nowMs && (tag == recTomb || checkServer(c.Server) == nil) {
 					pending = append(pending, c)
-					expiresMs = append(expiresMs, written+int64(ttl))
+					expiresMs = append(expiresMs, expires)
 				}
 			case recEnd:
 				if d.uvarint() != records && d.err == nil {
