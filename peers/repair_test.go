@@ -44,39 +44,8 @@ func knows(g *Group, name string) bool {
 func TestUnknownSenderLearned(t *testing.T) {
 	for _, tc := range []struct{ receiver, sender string }{{"node2", "node3"}, {"node3", "node2"}} {
 		t.Run(tc.sender+"-to-"+tc.receiver, func(t *testing.T) {
-			fSeed, fRecv, fSend := newFaults(1), newFaults(2), newFaults(3)
-			seed := startNode(t, "node1", nil, quietOpts(fSeed), testSecret)
-			recv := startNode(t, tc.receiver, []string{seed.Addr()}, quietOpts(fRecv), testSecret)
-			sendOpts := quietOpts(fSend)
-			sendOpts.unasked = time.Hour // the idle-fleet offer is TestMissedMemberLearnedInAnIdleFleet's
-			recvT := newTable(t, sticktable.KeyString, 1000)
-			recv.Attach("sessions", recvT)
-			seed.Attach("sessions", newTable(t, sticktable.KeyString, 1000))
-			waitFor(t, 20*time.Second, "seed and receiver", func() bool { return knows(seed, recv.Name()) && knows(recv, seed.Name()) })
-
-			// The sender joins through the seed while no gossip reaches the
-			// receiver (the seed's packets to it are dropped) and the sender
-			// cannot reach it at all; then both wait until their gossip has
-			// drained.
-			fSeed.mute(recv.Addr())
-			fSend.block(recv.Addr())
-			send := startNode(t, tc.sender, []string{seed.Addr()}, sendOpts, testSecret)
-			sendT := newTable(t, sticktable.KeyString, 1000)
-			send.Attach("sessions", sendT)
-			waitFor(t, 20*time.Second, "the sender's join", func() bool {
-				return knows(seed, send.Name()) && knows(send, recv.Name()) && knows(send, seed.Name())
-			})
-			// the join's follow-up digest exchange (which may pick the
-			// receiver) has run too
-			time.Sleep(followUpDelay + 500*time.Millisecond)
-			waitFor(t, 20*time.Second, "gossip drained", func() bool {
-				return fSeed.quietFor(time.Second) && fSend.quietFor(time.Second)
-			})
-			fSeed.unmute(recv.Addr())
-			fSend.unblock(recv.Addr())
-			if knows(recv, send.Name()) {
-				t.Fatal("setup: the receiver learned of the sender by gossip")
-			}
+			// the idle-fleet offer is TestMissedMemberLearnedInAnIdleFleet's
+			recv, send, recvT, sendT := missedMember(t, tc.receiver, tc.sender, time.Hour)
 
 			// The sender's first change reaches the receiver, which refuses
 			// it (the sender is no member there).
@@ -100,6 +69,47 @@ func TestUnknownSenderLearned(t *testing.T) {
 			}
 		})
 	}
+}
+
+// missedMember builds a member that gossip missed, as in a burst of
+// joins: the sender joins through a seed while no gossip reaches the
+// receiver (the seed's packets to it are dropped) and the sender cannot
+// reach it at all; then both wait until their gossip has drained. The
+// sender knows the receiver, the receiver does not know the sender, and no
+// periodic push/pull runs. unasked is the sender's wait before offering
+// its digests unasked (0: the default).
+func missedMember(t *testing.T, receiver, sender string, unasked time.Duration) (recv, send *Group, recvT, sendT *sticktable.Table) {
+	t.Helper()
+	fSeed, fRecv, fSend := newFaults(1), newFaults(2), newFaults(3)
+	seed := startNode(t, "node1", nil, quietOpts(fSeed), testSecret)
+	recv = startNode(t, receiver, []string{seed.Addr()}, quietOpts(fRecv), testSecret)
+	recvT = newTable(t, sticktable.KeyString, 1000)
+	recv.Attach("sessions", recvT)
+	seed.Attach("sessions", newTable(t, sticktable.KeyString, 1000))
+	waitFor(t, 20*time.Second, "seed and receiver", func() bool { return knows(seed, recv.Name()) && knows(recv, seed.Name()) })
+
+	fSeed.mute(recv.Addr())
+	fSend.block(recv.Addr())
+	sendOpts := quietOpts(fSend)
+	sendOpts.unasked = unasked
+	send = startNode(t, sender, []string{seed.Addr()}, sendOpts, testSecret)
+	sendT = newTable(t, sticktable.KeyString, 1000)
+	send.Attach("sessions", sendT)
+	waitFor(t, 20*time.Second, "the sender's join", func() bool {
+		return knows(seed, send.Name()) && knows(send, recv.Name()) && knows(send, seed.Name())
+	})
+	// the join's follow-up digest exchange (which may pick the receiver)
+	// has run too
+	time.Sleep(followUpDelay + 500*time.Millisecond)
+	waitFor(t, 20*time.Second, "gossip drained", func() bool {
+		return fSeed.quietFor(time.Second) && fSend.quietFor(time.Second)
+	})
+	fSeed.unmute(recv.Addr())
+	fSend.unblock(recv.Addr())
+	if knows(recv, send.Name()) {
+		t.Fatal("setup: the receiver learned of the sender by gossip")
+	}
+	return recv, send, recvT, sendT
 }
 
 // TestMembershipRepairRateLimited: however many messages from non-members
@@ -290,31 +300,7 @@ func TestRepairKeepsLeavesFinal(t *testing.T) {
 // either. The member offers its digests when nothing came, so both learn
 // each other with no writes on the member.
 func TestMissedMemberLearnedInAnIdleFleet(t *testing.T) {
-	fSeed, fRecv, fSend := newFaults(1), newFaults(2), newFaults(3)
-	seed := startNode(t, "node1", nil, quietOpts(fSeed), testSecret)
-	recv := startNode(t, "node2", []string{seed.Addr()}, quietOpts(fRecv), testSecret)
-	recvT := newTable(t, sticktable.KeyString, 1000)
-	recv.Attach("sessions", recvT)
-	seed.Attach("sessions", newTable(t, sticktable.KeyString, 1000))
-	waitFor(t, 20*time.Second, "seed and receiver", func() bool { return knows(seed, recv.Name()) && knows(recv, seed.Name()) })
-
-	fSeed.mute(recv.Addr())
-	fSend.block(recv.Addr())
-	send := startNode(t, "node3", []string{seed.Addr()}, quietOpts(fSend), testSecret)
-	sendT := newTable(t, sticktable.KeyString, 1000)
-	send.Attach("sessions", sendT)
-	waitFor(t, 20*time.Second, "the sender's join", func() bool {
-		return knows(seed, send.Name()) && knows(send, recv.Name()) && knows(send, seed.Name())
-	})
-	time.Sleep(followUpDelay + 500*time.Millisecond)
-	waitFor(t, 20*time.Second, "gossip drained", func() bool {
-		return fSeed.quietFor(time.Second) && fSend.quietFor(time.Second)
-	})
-	fSeed.unmute(recv.Addr())
-	fSend.unblock(recv.Addr())
-	if knows(recv, send.Name()) {
-		t.Fatal("setup: the receiver learned of the sender by gossip")
-	}
+	recv, send, recvT, sendT := missedMember(t, "node2", "node3", 0)
 	// The receiver's own change cannot reach a member it does not know.
 	if _, err := recvT.Store("from-receiver", "r1"); err != nil {
 		t.Fatal(err)
