@@ -2,6 +2,7 @@ package selection
 
 import (
 	"fmt"
+	"github.com/caddy-sticky/sticky/internal/hashmix"
 	"hash/maphash"
 	"math/bits"
 	"net/http"
@@ -197,7 +198,7 @@ func (t *valueTable) find(value string) *serverRecord {
 func valueHash(v string) uint64 {
 	var a, b uint64
 	if len(v) >= 8 {
-		a, b = word(v[:8]), word(v[len(v)-8:])
+		a, b = hashmix.Word(v), hashmix.Word(v[len(v)-8:])
 	} else {
 		for i := 0; i < len(v); i++ {
 			a = a<<8 | uint64(v[i])
@@ -205,13 +206,6 @@ func valueHash(v string) uint64 {
 	}
 	h := (a ^ bits.RotateLeft64(b, 29) ^ uint64(len(v))) * 0x9e3779b97f4a7c15
 	return h ^ h>>32
-}
-
-// word reads the eight bytes of s as a little-endian integer (one load).
-func word(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // recordFor returns the record of an upstream the fallback chose.

@@ -293,8 +293,7 @@ func shardHash(k *Key) uint64 {
 	if s := k.str; s != "" {
 		h := uint64(len(s)) * 0x9e3779b97f4a7c15
 		for len(s) >= 8 {
-			w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-				uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+			w := hashmix.Word(s)
 			h = hashmix.Fmix64(h ^ w)
 			s = s[8:]
 		}

@@ -1,5 +1,7 @@
 package haproxycookie
 
+import "github.com/caddy-sticky/sticky/internal/hashmix"
+
 // Equal reports whether a and b are identical, in time that depends only on
 // their lengths. Use it to compare a presented cookie value with a value
 // derived from a secret (a dynamic value depends on dynamic-cookie-key), so
@@ -18,18 +20,10 @@ func Equal(a, b string) bool {
 	var diff uint64
 	i := 0
 	for ; i+8 <= len(a); i += 8 {
-		diff |= word(a, i) ^ word(b, i)
+		diff |= hashmix.Word(a[i:]) ^ hashmix.Word(b[i:])
 	}
 	for ; i < len(a); i++ {
 		diff |= uint64(a[i] ^ b[i])
 	}
 	return diff == 0
-}
-
-// word reads s[i:i+8] as a little-endian integer (the compiler makes it one
-// load).
-func word(s string, i int) uint64 {
-	s = s[i : i+8]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }

@@ -18,3 +18,11 @@ func TestOutputsArePinned(t *testing.T) {
 		}
 	}
 }
+
+// Word is a plain little-endian load; shard choice (the same on every node)
+// reads string keys through it.
+func TestWordIsLittleEndian(t *testing.T) {
+	if got := Word("\x01\x02\x03\x04\x05\x06\x07\x08tail"); got != 0x0807060504030201 {
+		t.Fatalf("Word = %#x", got)
+	}
+}
