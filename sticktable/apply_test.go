@@ -266,14 +266,7 @@ func TestApplyConvergesRandom(t *testing.T) {
 	}
 	var want string
 	for round := range 20 {
-		tab, _ := newTestTable(t, Config{Type: KeyInteger}, Options{Shards: 4})
-		order := r.Perm(len(changes))
-		for _, i := range order {
-			tab.Apply(changes[i])
-			if round%2 == 1 {
-				tab.Apply(changes[order[r.IntN(len(order))]])
-			}
-		}
+		tab := applyShuffled(t, r, changes, round%2 == 1)
 		got := dump(tab)
 		if round == 0 {
 			want = got
@@ -281,6 +274,21 @@ func TestApplyConvergesRandom(t *testing.T) {
 			t.Fatalf("round %d diverged:\n%s\nwant\n%s", round, got, want)
 		}
 	}
+}
+
+// applyShuffled applies changes to a fresh table of four shards in a
+// random order, with dups also applying a random one again after each.
+func applyShuffled(t *testing.T, r *rand.Rand, changes []Change, dups bool) *Table {
+	t.Helper()
+	tab, _ := newTestTable(t, Config{Type: KeyInteger}, Options{Shards: 4})
+	order := r.Perm(len(changes))
+	for _, i := range order {
+		tab.Apply(changes[i])
+		if dups {
+			tab.Apply(changes[order[r.IntN(len(order))]])
+		}
+	}
+	return tab
 }
 
 func permute(n int, fn func([]int)) {

@@ -216,14 +216,7 @@ func TestApplyConvergesWithOrigins(t *testing.T) {
 	}
 	var first string
 	for round := range 20 {
-		tab, _ := newTestTable(t, Config{Type: KeyInteger}, Options{Shards: 4})
-		order := r.Perm(len(changes))
-		for _, i := range order {
-			tab.Apply(changes[i])
-			if round%2 == 1 {
-				tab.Apply(changes[order[r.IntN(len(order))]])
-			}
-		}
+		tab := applyShuffled(t, r, changes, round%2 == 1)
 		got := dump(tab)
 		if round == 0 {
 			first = got
