@@ -105,14 +105,7 @@ func TestRejectedBindMoveKeepsNodeInCluster(t *testing.T) {
 	freshState(t)
 	secret := "MDEyMzQ1Njc4OWFiY2RlZg=="
 	p1, p2, p3 := itoa(freeUDPTCPPort(t)), itoa(freeUDPTCPPort(t)), itoa(freeUDPTCPPort(t))
-	other, err := peers.NewGroup(peers.Config{Name: "n2", Bind: "127.0.0.1:" + p2, Secrets: []string{secret}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	otherTable, _ := sticktable.New(sticktable.Config{Type: sticktable.KeyString})
-	defer otherTable.Close()
-	other.Attach("s", otherTable)
+	other, otherTable := otherPeer(t, p2, secret)
 
 	cfg := func(bind string, extra string) string {
 		return fmt.Sprintf(`{"admin": {"disabled": true}, "apps": {"sticky": {"tables": {"s": {"peers": "c"}},
@@ -171,14 +164,7 @@ func TestBindMoveReloadKeepsReplicating(t *testing.T) {
 	freshState(t)
 	secret := "MDEyMzQ1Njc4OWFiY2RlZg=="
 	p1, p2, p3 := itoa(freeUDPTCPPort(t)), itoa(freeUDPTCPPort(t)), itoa(freeUDPTCPPort(t))
-	other, err := peers.NewGroup(peers.Config{Name: "n2", Bind: "127.0.0.1:" + p2, Secrets: []string{secret}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	otherTable, _ := sticktable.New(sticktable.Config{Type: sticktable.KeyString})
-	defer otherTable.Close()
-	other.Attach("s", otherTable)
+	other, otherTable := otherPeer(t, p2, secret)
 	cfg := func(bind string) string {
 		return fmt.Sprintf(`{"admin": {"disabled": true}, "apps": {"sticky": {"tables": {"s": {"peers": "c"}},
 		"peers": {"c": {"name": "n1", "bind": "127.0.0.1:%s", "join": ["127.0.0.1:%s"], "secrets": [%q]}}}}}`, bind, p2, secret)
@@ -358,4 +344,19 @@ func TestFullStopSnapshotHasLastUsers(t *testing.T) {
 			t.Fatalf("attempt %d: a user stored while Caddy was still serving during the stop is not in the snapshot", attempt)
 		}
 	}
+}
+
+// otherPeer starts a peer group "n2" on 127.0.0.1:port with a string table
+// "s" attached, both closed when the test ends.
+func otherPeer(t *testing.T, port, secret string) (*peers.Group, *sticktable.Table) {
+	t.Helper()
+	other, err := peers.NewGroup(peers.Config{Name: "n2", Bind: "127.0.0.1:" + port, Secrets: []string{secret}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	otherTable, _ := sticktable.New(sticktable.Config{Type: sticktable.KeyString})
+	t.Cleanup(otherTable.Close)
+	other.Attach("s", otherTable)
+	return other, otherTable
 }
