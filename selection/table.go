@@ -326,12 +326,7 @@ func (p *StickTable) Select(pool reverseproxy.UpstreamPool, r *http.Request, w h
 		if hashKey == "" {
 			hashKey = text
 		}
-		if rule.Store {
-			if rule.Match && len(store) < 64 {
-				d.matched |= 1 << len(store)
-			}
-			store = append(store, key)
-		}
+		store, d.matched = storedKey(store, d.matched, rule, key)
 		if !rule.Match || hit != nil {
 			continue
 		}
@@ -463,14 +458,23 @@ func (p *StickTable) requestKeys(r *http.Request) (store []sticktable.Key, match
 		if hashKey == "" {
 			hashKey = text
 		}
-		if rule.Store {
-			if rule.Match && len(store) < 64 {
-				matched |= 1 << len(store)
-			}
-			store = append(store, key)
-		}
+		store, matched = storedKey(store, matched, rule, key)
 	}
 	return store, matched, hashKey
+}
+
+// storedKey adds the key of rule to store, the keys a request stores once
+// its server answers, if the rule stores, with its bit in matched set when
+// the rule also matches (the entry routes the user, see onResponse).
+// Select and requestKeys share it.
+func storedKey(store []sticktable.Key, matched uint64, rule *compiledRule, key sticktable.Key) ([]sticktable.Key, uint64) {
+	if rule.Store {
+		if rule.Match && len(store) < 64 {
+			matched |= 1 << len(store)
+		}
+		store = append(store, key)
+	}
+	return store, matched
 }
 
 // reselect runs on a retry: the server of the previous attempt failed.
