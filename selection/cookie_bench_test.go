@@ -121,13 +121,19 @@ func caddyRequest(cookie string) *http.Request {
 // benchFreshRequests runs fn b.N times, each time on a request of its own
 // (cycling through cookies), built in batches outside the timer.
 func benchFreshRequests(b *testing.B, cookies []string, fn func(i int, r *http.Request)) {
+	benchFresh(b, func(i int) *http.Request { return caddyRequest(cookies[i%len(cookies)]) }, fn)
+}
+
+// benchFresh runs fn b.N times, the i-th time on request(i), built in
+// batches outside the timer.
+func benchFresh(b *testing.B, request func(i int) *http.Request, fn func(i int, r *http.Request)) {
 	const batch = 64
 	reqs := make([]*http.Request, batch)
 	b.ResetTimer()
 	for done := 0; done < b.N; done += batch {
 		b.StopTimer()
 		for j := range reqs {
-			reqs[j] = caddyRequest(cookies[(done+j)%len(cookies)])
+			reqs[j] = request(done + j)
 		}
 		b.StartTimer()
 		for j := 0; j < batch && done+j < b.N; j++ {

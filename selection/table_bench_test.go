@@ -46,19 +46,7 @@ func BenchmarkTableHit(b *testing.B) {
 
 // benchFreshClients is benchFreshRequests for requests from client IPs.
 func benchFreshClients(b *testing.B, ips []string, fn func(i int, r *http.Request)) {
-	const batch = 64
-	reqs := make([]*http.Request, batch)
-	b.ResetTimer()
-	for done := 0; done < b.N; done += batch {
-		b.StopTimer()
-		for j := range reqs {
-			reqs[j] = clientRequest(ips[(done+j)%len(ips)], "")
-		}
-		b.StartTimer()
-		for j := 0; j < batch && done+j < b.N; j++ {
-			fn(done+j, reqs[j])
-		}
-	}
+	benchFresh(b, func(i int) *http.Request { return clientRequest(ips[i%len(ips)], "") }, fn)
 }
 
 // benchWarmClients is benchWarmRequests for requests from client IPs.
