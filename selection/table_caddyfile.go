@@ -50,17 +50,9 @@ func (p *StickTable) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "first_choice":
-			v, err := cfargs.One(d)
-			if err != nil {
+			if err := cfargs.FirstChoice(d, &p.FirstChoice); err != nil {
 				return err
 			}
-			if v != "hash" {
-				return d.Errf("first_choice takes hash, not %q", v)
-			}
-			if p.FirstChoice != "" {
-				return d.Errf("first_choice specified twice")
-			}
-			p.FirstChoice = v
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
 				switch d.Val() {
 				case "balance_factor":

@@ -56,3 +56,20 @@ func ServerName(d *caddyfile.Dispenser, names *map[string]string, normalize func
 	(*names)[addr] = name
 	return nil
 }
+
+// FirstChoice reads `first_choice hash` into *method, refusing any other
+// method and a second line (the stick_table policies of HTTP and layer 4).
+func FirstChoice(d *caddyfile.Dispenser, method *string) error {
+	v, err := One(d)
+	if err != nil {
+		return err
+	}
+	if v != "hash" {
+		return d.Errf("first_choice takes hash, not %q", v)
+	}
+	if *method != "" {
+		return d.Errf("first_choice specified twice")
+	}
+	*method = v
+	return nil
+}
